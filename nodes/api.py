@@ -1,0 +1,320 @@
+"""The HTTP surface of an LKM: ETSI GS QKD 014, the seed's routes, QuMail's extra calls.
+
+Routes are data (:func:`key_routes`); handlers only turn a request into a message for the LKM
+actor and its reply into JSON. One middleware renders every error, ours or aiohttp's, as an ETSI
+Error body ``{"message", "details"}`` (seed routes add ``"success": false``), so no request ever
+gets a 500 or a traceback.
+
+Identity: under TLS the caller is the CN of its client certificate (an ``X-SAE-ID`` header that
+disagrees is refused); without TLS, the ``X-SAE-ID`` header (the seed's mode).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from nodes.config import NodeConfig
+from nodes.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
+                          Unauthorized)
+from nodes.keystore import Key
+from nodes.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
+                            ListPools, Refill, Register, Sync)
+from nodes.pki import common_name_from_der
+from simulator.actor import ActorRef
+
+log = logging.getLogger("qkdsim.api")
+
+LKM = web.AppKey("lkm", ActorRef)
+CONFIG = web.AppKey("config", NodeConfig)
+PREFIXES = ("/api/v1/keys", "/api/v1/user-keys")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_INT = re.compile(r"[+-]?\d{1,18}")
+
+
+# -- identity, parsing, rendering -----------------------------------------------------------------
+
+def caller_of(request: web.Request) -> str:
+    header = request.headers.get("X-SAE-ID")
+    ssl_object = request.get_extra_info("ssl_object")
+    if ssl_object is not None:
+        der = ssl_object.getpeercert(binary_form=True)
+        common_name = common_name_from_der(der) if der else None
+        if common_name is None:
+            raise Unauthorized("a client certificate with a CN is required")
+        if header is not None and header != common_name:
+            raise Unauthorized("X-SAE-ID does not match the client certificate")
+        return common_name
+    if not header:
+        raise Unauthorized("the X-SAE-ID header is required")
+    return header
+
+
+async def json_object(request: web.Request, allow_empty: bool) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("a JSON request body is required")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object")
+    return data
+
+
+def int_field(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name} must be an integer", **{name: _short(value)})
+    return value
+
+
+def int_query(request: web.Request, name: str) -> int | None:
+    if name not in request.query:
+        return None
+    text = request.query[name]
+    if not _INT.fullmatch(text.strip()):
+        raise BadRequest(f"{name} must be an integer", **{name: _short(text)})
+    return int(text)
+
+
+def str_list(data: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = data.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadRequest(f"{name} must be an array of non-empty strings")
+    return tuple(value)
+
+
+def extensions(data: dict[str, Any], name: str) -> tuple[tuple[str, object], ...]:
+    """ETSI: an array of name/value objects; the seed's single object is accepted too."""
+    value = data.get(name)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise BadRequest(f"{name} must be an array of objects")
+    return tuple((str(k), v) for item in items for k, v in item.items())
+
+
+def keys_body(keys: list[Key]) -> dict[str, Any]:
+    return {"keys": [{"key_ID": k.key_id, "key": base64.b64encode(k.material).decode("ascii")}
+                     for k in keys]}
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _short(value: object, limit: int = 64) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+async def ask(request: web.Request, message: object) -> Any:
+    return await request.app[LKM].ask(message)
+
+
+# -- ETSI 014 handlers ----------------------------------------------------------------------------
+
+async def status(request: web.Request) -> web.Response:
+    view = await ask(request, GetStatus(caller_of(request), request.match_info["slave"]))
+    return web.json_response(_with_iso(view, "last_sync", "next_sync"))
+
+
+async def enc_keys_get(request: web.Request) -> web.Response:
+    message = GetKeys(caller_of(request), request.match_info["slave"],
+                      number=_default(int_query(request, "number"), 1),
+                      size_bits=int_query(request, "size"))
+    return web.json_response(keys_body(await ask(request, message)))
+
+
+async def enc_keys_post(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=True)
+    message = GetKeys(caller_of(request), request.match_info["slave"],
+                      number=_default(int_field(data, "number"), 1),
+                      size_bits=int_field(data, "size"),
+                      additional_slaves=str_list(data, "additional_slave_SAE_IDs"),
+                      extension_mandatory=extensions(data, "extension_mandatory"))
+    extensions(data, "extension_optional")  # validated, then ignored (allowed by §6.2)
+    return web.json_response(keys_body(await ask(request, message)))
+
+
+async def dec_keys_get(request: web.Request) -> web.Response:
+    ids = [part.strip() for value in request.query.getall("key_ID", [])
+           for part in value.split(",") if part.strip()]
+    return await _dec_keys(request, ids)
+
+
+async def dec_keys_post(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=False)
+    items = data.get("key_IDs")
+    if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("key_ID"), str) for i in items):
+        raise BadRequest("key_IDs must be an array of objects with a string key_ID")
+    return await _dec_keys(request, [i["key_ID"] for i in items])
+
+
+async def _dec_keys(request: web.Request, ids: list[str]) -> web.Response:
+    if not ids or not all(ids):
+        raise BadRequest("at least one key_ID is required")
+    if len(set(ids)) != len(ids):
+        raise BadRequest("a key_ID is repeated")
+    message = GetKeysWithIds(caller_of(request), request.match_info["master"], tuple(ids))
+    return web.json_response(keys_body(await ask(request, message)))
+
+
+# -- the seed's routes and QuMail's extras ---------------------------------------------------------
+
+async def register(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=False)
+    sae_id, email = data.get("sae_id"), data.get("user_email")
+    if not isinstance(sae_id, str) or not isinstance(email, str) or not email:
+        raise BadRequest("sae_id and user_email are required strings")
+    display = data.get("display_name")
+    message = Register(sae_id, email, display if isinstance(display, str) else None,
+                       int_field(data, "initial_pool_size"))
+    reply = await ask(request, message)
+    return web.json_response(_with_iso(reply, "registered_at"), status=201)
+
+
+async def refill(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=True)
+    message = Refill(request.match_info["sae"], int_field(data, "keys_to_add"))
+    return web.json_response(await ask(request, message))
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    return web.json_response(await ask(request, DeleteUser(request.match_info["sae"])))
+
+
+async def pools(request: web.Request) -> web.Response:
+    reply = await ask(request, ListPools())
+    reply["pools"] = [_with_iso(p, "last_sync", "next_sync") for p in reply["pools"]]
+    return web.json_response(reply)
+
+
+async def km_status(request: web.Request) -> web.Response:
+    reply = await ask(request, GetKmStatus())
+    reply["pools"]["pools"] = [_with_iso(p, "last_sync", "next_sync")
+                               for p in reply["pools"]["pools"]]
+    return web.json_response(_with_iso(reply, "last_sync", "next_sync"))
+
+
+async def km_sync(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=True)
+    reply = await ask(request, Sync("manual", str_list(data, "users")))
+    return web.json_response(_with_iso(reply, "timestamp"))
+
+
+async def mark_consumed(request: web.Request) -> web.Response:
+    data = await json_object(request, allow_empty=False)
+    key_id = data.get("key_id", data.get("key_ID"))
+    if not isinstance(key_id, str) or not key_id:
+        raise BadRequest("key_id is required")
+    return web.json_response(await ask(request, KeyState(caller_of(request), key_id)))
+
+
+async def health(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    return web.json_response({"status": "healthy", "kme_id": cfg.kme_id,
+                              "local_km_id": cfg.local_km_id, "user_pool_enabled": True})
+
+
+async def kme_status(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    reply = await ask(request, ListPools())
+    return web.json_response({"KME_ID": cfg.kme_id, "local_km_id": cfg.local_km_id,
+                              "status": "ok", "users": reply["summary"]["total_users"]})
+
+
+SEED_HANDLERS = frozenset({register, refill, delete_user, pools, km_status, km_sync, health})
+
+
+def key_routes(prefix: str) -> list[web.RouteDef]:
+    """One prefix's route table; fixed words come before the ``{SAE}`` patterns."""
+    return [
+        web.post(f"{prefix}/register", register),
+        web.get(f"{prefix}/pools", pools),
+        web.get(f"{prefix}/km/status", km_status),
+        web.post(f"{prefix}/km/sync", km_sync),
+        web.post(f"{prefix}/mark_consumed", mark_consumed),
+        web.get(f"{prefix}/{{slave}}/status", status),
+        web.get(f"{prefix}/{{slave}}/enc_keys", enc_keys_get),
+        web.post(f"{prefix}/{{slave}}/enc_keys", enc_keys_post),
+        web.get(f"{prefix}/{{master}}/dec_keys", dec_keys_get),
+        web.post(f"{prefix}/{{master}}/dec_keys", dec_keys_post),
+        web.post(f"{prefix}/{{sae}}/refill", refill),
+        web.delete(f"{prefix}/{{sae}}", delete_user),
+    ]
+
+
+ROUTES = [route for prefix in PREFIXES for route in key_routes(prefix)] + [
+    web.get("/health", health),
+    web.get("/api/v1/kme/status", kme_status),
+]
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except QKDError as error:
+        return _error_response(request, error)
+    except web.HTTPRequestEntityTooLarge:
+        return _error_response(request, PayloadTooLarge())
+    except web.HTTPMethodNotAllowed:
+        return _error_response(request, MethodNotAllowed())
+    except web.HTTPNotFound:
+        return _error_response(request, NotFound("no such route"))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        wrapped = QKDError(error.reason.lower())
+        wrapped.status = error.status
+        return _error_response(request, wrapped)
+    except Exception:  # noqa: BLE001 - the server's fault: ETSI 503, logged without key material
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        server_error = QKDError("internal error on the key manager")
+        server_error.status = 503
+        return _error_response(request, server_error)
+
+
+def _error_response(request: web.Request, error: QKDError) -> web.Response:
+    body = error.body()
+    match_info = request.match_info
+    if getattr(match_info, "handler", None) in SEED_HANDLERS:
+        body = {"success": False, "error": error.message, **body}
+    return web.json_response(body, status=error.status)
+
+
+def _with_iso(view: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: (iso(v) if k in names else v) for k, v in view.items()}
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def create_app(lkm: ActorRef[Any], config: NodeConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app[LKM] = lkm
+    app[CONFIG] = config
+    app.add_routes(ROUTES)
+    return app

@@ -1,0 +1,134 @@
+"""Configuration of one LKM, from the seed's environment variables or from a scenario."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+KEY_SIZE_BITS = 8192  # the seed's 1 KB keys
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPolicy:
+    """The seed's hybrid sync: scheduled, below threshold, below emergency (fractions of the limit)."""
+
+    interval_s: float = 24 * 3600.0
+    threshold: float = 0.10
+    emergency: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    kme_id: str = "1"
+    local_km_id: str = "LOCAL_KM_001"
+    host: str = "127.0.0.1"
+    port: int = 8010
+    use_https: bool = False
+    next_door_km_url: str = "http://localhost:8010"
+    db_path: str = "user_key_pools.db"
+    max_keys_per_request: int = 100
+    key_size_bits: int = KEY_SIZE_BITS
+    min_key_size_bits: int = 64
+    max_key_size_bits: int = KEY_SIZE_BITS
+    default_pool_size: int = 1000
+    min_pool_size: int = 10
+    max_pool_size: int = 10000
+    max_body_bytes: int = 64 * 1024
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    tls: TlsFiles | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_size_bits % 8 or self.key_size_bits <= 0:
+            raise ConfigError(f"key_size_bits: {self.key_size_bits} is not a positive multiple of 8")
+        if not 8 <= self.min_key_size_bits <= self.key_size_bits <= self.max_key_size_bits:
+            raise ConfigError("key sizes: need 8 <= min_key_size <= key_size <= max_key_size")
+        if self.max_key_size_bits != self.key_size_bits:
+            raise ConfigError("max_key_size_bits: a key is cut from one stored key, so it must "
+                              "equal key_size_bits")
+        if self.max_keys_per_request < 1:
+            raise ConfigError("MAX_KEYS_PER_REQUEST: must be >= 1")
+        if self.use_https and self.tls is None:
+            raise ConfigError("USE_HTTPS: true needs CA_FILE, KME_CERT and KME_KEY")
+
+    @property
+    def key_bytes(self) -> int:
+        return self.key_size_bits // 8
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.use_https else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def with_values(self, **values: object) -> "NodeConfig":
+        return replace(self, **values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "NodeConfig":
+        """Read the seed's variables; a bad value raises ConfigError naming the variable."""
+        values: dict[str, object] = {}
+        for name, attr, parse in _ENV:
+            if name in env and env[name] != "":
+                values[attr] = _parse(name, env[name], parse)
+        use_https = bool(values.get("use_https", False))
+        if use_https:
+            values["tls"] = _tls_from_env(env)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, parse: type) -> object:
+    try:
+        if parse is bool:
+            return _parse_bool(raw)
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: invalid value {raw!r}") from None
+    if parse is int and value < 0:  # type: ignore[operator]
+        raise ConfigError(f"{name}: must not be negative")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _tls_from_env(env: Mapping[str, str]) -> TlsFiles:
+    missing = [n for n in ("CA_FILE", "KME_CERT", "KME_KEY") if not env.get(n)]
+    if missing:
+        raise ConfigError(f"USE_HTTPS=true needs {', '.join(missing)}")
+    files = TlsFiles(Path(env["CA_FILE"]), Path(env["KME_CERT"]), Path(env["KME_KEY"]))
+    for name, path in zip(("CA_FILE", "KME_CERT", "KME_KEY"), (files.ca_cert, files.cert, files.key)):
+        if not path.is_file():
+            raise ConfigError(f"{name}: no such file {str(path)!r}")
+    return files
+
+
+_ENV: tuple[tuple[str, str, type], ...] = (
+    ("KME_ID", "kme_id", str),
+    ("LOCAL_KM_ID", "local_km_id", str),
+    ("HOST", "host", str),
+    ("PORT", "port", int),
+    ("USE_HTTPS", "use_https", bool),
+    ("NEXT_DOOR_KM_URL", "next_door_km_url", str),
+    ("USER_KEY_POOL_DB", "db_path", str),
+    ("MAX_KEYS_PER_REQUEST", "max_keys_per_request", int),
+)
+
+ENV_VARIABLES = tuple(name for name, _, _ in _ENV) + ("CA_FILE", "KME_CERT", "KME_KEY")
+assert {f.name for f in fields(NodeConfig)} >= {attr for _, attr, _ in _ENV}

@@ -1,0 +1,365 @@
+"""SQLite store of an LKM: users, their per-user key pools, deliveries and sync logs.
+
+The only SQL in qkdsim. One file per LKM, WAL journal, ``secure_delete`` so erased key material is
+overwritten on disk. A pool is a set of key rows (the seed's 1 KB keys, ``qk_{SAE}_{seq:06d}``);
+its level is always derived from the rows, never kept in a counter that could drift.
+
+Key states: 0 available -> 1 delivered (to the master, who took it from the receiver's pool) ->
+2 consumed (read once by the slave; material erased). Reservations and slave reads run inside
+``BEGIN IMMEDIATE`` and change rows only ``WHERE status = <expected>``, so a key is never handed
+out twice, even by two connections or two processes sharing the file; any failed check rolls the
+whole request back (all-or-nothing).
+
+A pool is accounted in bits: a request for keys shorter than the pool's key size carves them from
+the front of the oldest available rows (the remainder stays available under the row's own ID);
+each delivered key comes from one row, so ``available_keys`` counts whole default-size keys
+deliverable and ``available_bits`` the material left.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+import aiosqlite
+
+from nodes.errors import AlreadyRegistered, InsufficientKeys, KeysNotFound, Unauthorized
+
+AVAILABLE, DELIVERED, CONSUMED = 0, 1, 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    sae_id TEXT PRIMARY KEY,
+    user_email TEXT UNIQUE,
+    display_name TEXT,
+    registered_at REAL NOT NULL,
+    is_active INTEGER NOT NULL DEFAULT 1,
+    last_activity REAL
+);
+CREATE TABLE IF NOT EXISTS key_pools (
+    sae_id TEXT PRIMARY KEY REFERENCES users(sae_id) ON DELETE CASCADE,
+    pool_size_limit INTEGER NOT NULL,
+    low_threshold INTEGER NOT NULL,
+    key_size_bits INTEGER NOT NULL,
+    last_sync_time REAL
+);
+CREATE TABLE IF NOT EXISTS key_sequences (
+    sae_id TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quantum_keys (
+    id INTEGER PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    sae_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key_data BLOB,
+    size_bits INTEGER NOT NULL,
+    status INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    delivered_to_sae_id TEXT,
+    slave_sae_id TEXT,
+    delivered_at REAL,
+    consumed_at REAL
+);
+CREATE INDEX IF NOT EXISTS quantum_keys_available ON quantum_keys(sae_id, seq) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS quantum_keys_owner ON quantum_keys(sae_id, status);
+CREATE TABLE IF NOT EXISTS sync_logs (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    sae_id TEXT,
+    keys_requested INTEGER NOT NULL,
+    keys_received INTEGER NOT NULL,
+    duration_s REAL NOT NULL,
+    outcome TEXT NOT NULL
+);
+"""
+
+POOL_STATUS = """
+SELECT u.sae_id, u.user_email, u.display_name, u.registered_at, p.pool_size_limit, p.low_threshold,
+       p.key_size_bits, p.last_sync_time,
+       COALESCE(SUM(CASE WHEN k.status = 0 THEN k.size_bits / p.key_size_bits END), 0),
+       COALESCE(SUM(CASE WHEN k.status = 0 THEN k.size_bits END), 0),
+       COALESCE(SUM(k.status > 0), 0)
+  FROM users u JOIN key_pools p ON p.sae_id = u.sae_id
+  LEFT JOIN quantum_keys k ON k.sae_id = u.sae_id
+"""
+
+RESERVE_WHOLE = """
+UPDATE quantum_keys SET status = 1, delivered_to_sae_id = :master, slave_sae_id = :slave,
+       delivered_at = :now
+ WHERE id IN (SELECT id FROM quantum_keys
+               WHERE sae_id = :owner AND status = 0 AND size_bits = :size
+               ORDER BY seq LIMIT :n)
+RETURNING seq, key_id, key_data
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    key_id: str
+    material: bytes
+
+    def __repr__(self) -> str:  # never print key material
+        return f"Key({self.key_id!r}, <{len(self.material)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    sae_id: str
+    user_email: str | None
+    display_name: str | None
+    registered_at: float
+    pool_size_limit: int
+    low_threshold: int
+    key_size_bits: int
+    last_sync_time: float | None
+    available_keys: int
+    available_bits: int
+    used_keys: int
+
+    @property
+    def total_keys(self) -> int:
+        return self.available_keys + self.used_keys
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStats:
+    total: int
+    successful: int
+    failed: int
+    keys_received: int
+
+
+def key_id_for(sae_id: str, seq: int) -> str:
+    return f"qk_{sae_id}_{seq:06d}"
+
+
+class KeyStore:
+    """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "KeyStore":
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
+                       "secure_delete=ON", "foreign_keys=ON"):
+            await db.execute(f"PRAGMA {pragma}")
+        await db.executescript(SCHEMA)
+        return cls(db, str(path))
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    # -- users and pools -------------------------------------------------------------------
+
+    async def register(self, sae_id: str, user_email: str | None, display_name: str | None,
+                       pool_size_limit: int, low_threshold: int, key_size_bits: int,
+                       materials: Sequence[bytes], now: float) -> None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT sae_id, user_email FROM users WHERE sae_id = ? OR user_email = ?",
+                (sae_id, user_email))
+            for row in rows:
+                field = "sae_id" if row[0] == sae_id else "user_email"
+                raise AlreadyRegistered(f"User already registered ({field} exists)", field=field)
+            await db.execute("INSERT INTO users(sae_id, user_email, display_name, registered_at,"
+                             " last_activity) VALUES (?, ?, ?, ?, ?)",
+                             (sae_id, user_email, display_name, now, now))
+            await db.execute("INSERT INTO key_pools(sae_id, pool_size_limit, low_threshold,"
+                             " key_size_bits) VALUES (?, ?, ?, ?)",
+                             (sae_id, pool_size_limit, low_threshold, key_size_bits))
+            await self._insert_available(db, sae_id, materials, key_size_bits, now)
+
+    async def exists(self, sae_id: str) -> bool:
+        rows = await self._db.execute_fetchall("SELECT 1 FROM users WHERE sae_id = ?", (sae_id,))
+        return bool(rows)
+
+    async def pool_status(self, sae_id: str) -> PoolStatus | None:
+        rows = await self._db.execute_fetchall(
+            POOL_STATUS + " WHERE u.sae_id = ? GROUP BY u.sae_id", (sae_id,))
+        return PoolStatus(*rows[0]) if rows else None
+
+    async def all_pools(self) -> list[PoolStatus]:
+        rows = await self._db.execute_fetchall(
+            POOL_STATUS + " WHERE u.is_active = 1 GROUP BY u.sae_id ORDER BY u.sae_id")
+        return [PoolStatus(*row) for row in rows]
+
+    async def add_keys(self, sae_id: str, materials: Sequence[bytes], now: float) -> int:
+        """Append fresh key material to a pool; returns the number of keys added."""
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT key_size_bits FROM key_pools WHERE sae_id = ?", (sae_id,))
+            if not rows:
+                return 0
+            await self._insert_available(db, sae_id, materials, rows[0][0], now)
+        return len(materials)
+
+    async def delete_user(self, sae_id: str) -> int:
+        """Remove a user, its pool and every key row (material overwritten on disk)."""
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM quantum_keys WHERE sae_id = ?", (sae_id,))
+            deleted = cursor.rowcount
+            await db.execute("DELETE FROM key_pools WHERE sae_id = ?", (sae_id,))
+            await db.execute("DELETE FROM users WHERE sae_id = ?", (sae_id,))
+        return deleted
+
+    async def _insert_available(self, db: aiosqlite.Connection, sae_id: str,
+                                materials: Sequence[bytes], size_bits: int, now: float) -> None:
+        first = await self._take_seqs(db, sae_id, len(materials))
+        await db.executemany(
+            "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(key_id_for(sae_id, first + i), sae_id, first + i, material, size_bits, now)
+             for i, material in enumerate(materials)])
+
+    async def _take_seqs(self, db: aiosqlite.Connection, sae_id: str, count: int) -> int:
+        """Reserve ``count`` sequence numbers; IDs are never reused, not even after a delete."""
+        rows = await db.execute_fetchall(
+            "INSERT INTO key_sequences(sae_id, next_seq) VALUES (?, ? + 1)"
+            " ON CONFLICT(sae_id) DO UPDATE SET next_seq = next_seq + ?"
+            " RETURNING next_seq", (sae_id, count, count))
+        return int(rows[0][0]) - count
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def reserve(self, owner: str, master: str, slave: str, number: int, size_bits: int,
+                      now: float) -> list[Key]:
+        """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``; all or none."""
+        async with self._transaction() as db:
+            pool = await db.execute_fetchall(
+                "SELECT key_size_bits FROM key_pools WHERE sae_id = ?", (owner,))
+            if pool and pool[0][0] == size_bits:
+                keys = await self._reserve_whole(db, owner, master, slave, number, size_bits, now)
+            else:
+                keys = await self._reserve_carved(db, owner, master, slave, number, size_bits, now)
+            if len(keys) < number:
+                raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
+            await db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
+                             (now, owner, master))
+        return keys
+
+    async def _reserve_whole(self, db: aiosqlite.Connection, owner: str, master: str,
+                             slave: str, number: int, size_bits: int, now: float) -> list[Key]:
+        rows = await db.execute_fetchall(RESERVE_WHOLE, {
+            "master": master, "slave": slave, "now": now, "owner": owner, "size": size_bits,
+            "n": number})
+        return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+
+    async def _reserve_carved(self, db: aiosqlite.Connection, owner: str, master: str,
+                              slave: str, number: int, size_bits: int, now: float) -> list[Key]:
+        rows = await db.execute_fetchall(
+            "SELECT id, key_data, size_bits FROM quantum_keys"
+            " WHERE sae_id = ? AND status = 0 AND size_bits >= ? ORDER BY seq LIMIT ?",
+            (owner, size_bits, number))
+        key_bytes, keys = size_bits // 8, []
+        for row_id, data, row_bits in rows:
+            if len(keys) == number:
+                break
+            take = min(number - len(keys), row_bits // size_bits)
+            pieces = [bytes(data[i * key_bytes:(i + 1) * key_bytes]) for i in range(take)]
+            keys += await self._carve_row(db, owner, master, slave, row_id, bytes(data),
+                                          row_bits, pieces, now)
+        return keys
+
+    async def _carve_row(self, db: aiosqlite.Connection, owner: str, master: str, slave: str,
+                         row_id: int, data: bytes, row_bits: int, pieces: list[bytes],
+                         now: float) -> list[Key]:
+        """Deliver ``pieces`` (cut from the front of one row) as new key rows."""
+        used = sum(len(p) for p in pieces)
+        first = await self._take_seqs(db, owner, len(pieces))
+        new = [(key_id_for(owner, first + i), owner, first + i, piece, len(piece) * 8, now,
+                master, slave, now) for i, piece in enumerate(pieces)]
+        await db.executemany(
+            "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at,"
+            " status, delivered_to_sae_id, slave_sae_id, delivered_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)", new)
+        if used * 8 == row_bits:
+            await db.execute("DELETE FROM quantum_keys WHERE id = ? AND status = 0", (row_id,))
+        else:
+            await db.execute(
+                "UPDATE quantum_keys SET key_data = ?, size_bits = ? WHERE id = ? AND status = 0",
+                (data[used:], row_bits - used * 8, row_id))
+        return [Key(row[0], row[3]) for row in new]
+
+    async def take_for_slave(self, caller: str, master: str, key_ids: Sequence[str],
+                             now: float) -> list[Key]:
+        """Hand keys to their slave exactly once, then erase them; all or none.
+
+        401 if any of the keys was delivered with another slave; 400 (not found) if any is
+        unknown, not yet delivered, already consumed, or was delivered to another master.
+        """
+        async with self._transaction() as db:
+            marks = ",".join("?" * len(key_ids))
+            rows = await db.execute_fetchall(
+                "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id"
+                f" FROM quantum_keys WHERE key_id IN ({marks})", tuple(key_ids))
+            found = {row[0]: row for row in rows}
+            if any(row[2] != AVAILABLE and row[3] != caller for row in rows):
+                raise Unauthorized("caller is not a slave SAE of the requested keys")
+            if len(found) != len(key_ids) or any(
+                    row[2] != DELIVERED or row[4] != master for row in rows):
+                raise KeysNotFound()
+            cursor = await db.execute(
+                "UPDATE quantum_keys SET status = 2, key_data = NULL, consumed_at = ?"
+                f" WHERE status = 1 AND key_id IN ({marks})", (now, *key_ids))
+            if cursor.rowcount != len(key_ids):
+                raise KeysNotFound()
+        return [Key(key_id, bytes(found[key_id][1])) for key_id in key_ids]
+
+    async def key_status(self, key_id: str) -> tuple[int, str, str | None] | None:
+        """(status, owner, master) of a key, or None; never the material."""
+        rows = await self._db.execute_fetchall(
+            "SELECT status, sae_id, delivered_to_sae_id FROM quantum_keys WHERE key_id = ?",
+            (key_id,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    # -- sync log ------------------------------------------------------------------------
+
+    async def record_sync(self, at: float, reason: str, sae_id: str | None, keys_requested: int,
+                          keys_received: int, duration_s: float, outcome: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO sync_logs(at, reason, sae_id, keys_requested, keys_received,"
+                " duration_s, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (at, reason, sae_id, keys_requested, keys_received, duration_s, outcome))
+            if outcome == "ok" and sae_id is not None:
+                await db.execute("UPDATE key_pools SET last_sync_time = ? WHERE sae_id = ?",
+                                 (at, sae_id))
+
+    async def sync_stats(self) -> SyncStats:
+        rows = await self._db.execute_fetchall(
+            "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0), COALESCE(SUM(outcome != 'ok'), 0),"
+            " COALESCE(SUM(keys_received), 0) FROM sync_logs")
+        return SyncStats(*rows[0])
+
+    async def last_sync_time(self) -> float | None:
+        rows = await self._db.execute_fetchall("SELECT MAX(at) FROM sync_logs")
+        return rows[0][0]
+
+    async def audit(self) -> dict[str, int]:
+        """Counts for invariant checks: rows by state, and key IDs or material seen twice."""
+        rows = await self._db.execute_fetchall(
+            "SELECT status, COUNT(*) FROM quantum_keys GROUP BY status")
+        counts = {f"status_{status}": count for status, count in rows}
+        dup = await self._db.execute_fetchall(
+            "SELECT COUNT(*) FROM (SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL"
+            " GROUP BY key_data HAVING COUNT(*) > 1)")
+        counts["duplicate_material"] = dup[0][0]
+        return counts
+

@@ -1,0 +1,83 @@
+"""Messages exchanged with the key-node actors: frozen, slotted, picklable dataclasses.
+
+The aiohttp handlers translate each HTTP request into one of these and ``ask`` the LKM actor;
+timers and the LKM itself ``tell`` it the sync messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    sae_id: str
+    user_email: str | None
+    display_name: str | None = None
+    initial_pool_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatus:
+    """ETSI Get status: ``caller`` is the master, ``slave`` the path SAE."""
+
+    caller: str
+    slave: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetKeys:
+    """ETSI Get key (enc_keys): the caller takes keys from the slave's (receiver's) pool."""
+
+    caller: str
+    slave: str
+    number: int = 1
+    size_bits: int | None = None
+    additional_slaves: tuple[str, ...] = ()
+    extension_mandatory: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GetKeysWithIds:
+    """ETSI Get key with key IDs (dec_keys): the caller is the slave, ``master`` the path SAE."""
+
+    caller: str
+    master: str
+    key_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    sae_id: str
+    keys_to_add: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser:
+    sae_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListPools:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GetKmStatus:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Top pools up from the key manager. ``users`` empty means: the pools the reason selects."""
+
+    reason: str
+    users: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """Where a key is in its lifecycle (QuMail's mark_consumed); never its material."""
+
+    caller: str
+    key_id: str

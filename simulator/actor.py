@@ -1,0 +1,217 @@
+"""Actors: one mailbox each, one message at a time.
+
+An :class:`Actor` subclass implements :meth:`Actor.receive`; others talk to it only through its
+:class:`ActorRef`, with :meth:`ActorRef.tell` (fire and forget) or :meth:`ActorRef.ask` (await the
+reply, or the exception ``receive`` raised). Every queued or running message counts as work in
+flight on the shared :class:`~simulator.clock.Activity`, which is what lets the virtual clock know
+when the whole system is idle.
+
+Supervision: an exception raised while handling a ``tell`` is a failure of the actor. It is passed
+to :meth:`Actor.on_failure`, whose :class:`Directive` decides whether the actor resumes, restarts
+(``on_stop`` then ``on_start``) or stops. Failures are kept in :attr:`ActorSystem.failures` so a run
+can report them and exit non-zero. An exception raised while handling an ``ask`` is the caller's
+answer and does not count as a failure unless it is not a :class:`Reply`-able error
+(see :attr:`Actor.expected_errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from simulator.clock import Activity
+
+A = TypeVar("A", bound="Actor")
+
+
+class Directive(enum.Enum):
+    RESUME = "resume"
+    RESTART = "restart"
+    STOP = "stop"
+
+
+class ActorStopped(Exception):
+    """The actor is stopped: the message was not delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    actor: str
+    message: str
+    error: str
+    directive: str
+
+
+@dataclass(slots=True)
+class _Envelope:
+    message: object
+    reply: asyncio.Future[Any] | None
+
+
+class Actor:
+    """Base class. Subclasses set ``name`` (via the constructor) and implement ``receive``."""
+
+    #: exceptions that are ordinary answers to an ``ask`` rather than failures of the actor
+    expected_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ref: ActorRef[Any] = _UNBOUND
+
+    async def on_start(self) -> None:
+        """Called before the first message, and again after a restart."""
+
+    async def on_stop(self) -> None:
+        """Called once the actor stops (and before a restart)."""
+
+    async def on_failure(self, message: object, error: BaseException) -> Directive:
+        """Decide what happens after ``receive`` raised while handling a tell."""
+        return Directive.RESUME
+
+    async def receive(self, message: object) -> Any:
+        raise NotImplementedError
+
+
+class ActorRef(Generic[A]):
+    """The only handle other code holds on an actor."""
+
+    def __init__(self, mailbox: "Mailbox", name: str) -> None:
+        self._mailbox = mailbox
+        self.name = name
+
+    def tell(self, message: object) -> None:
+        self._mailbox.put(_Envelope(message, None))
+
+    async def ask(self, message: object, timeout_s: float | None = None) -> Any:
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._mailbox.put(_Envelope(message, reply))
+        if timeout_s is None:
+            return await reply
+        return await asyncio.wait_for(reply, timeout_s)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r})"
+
+
+class Mailbox:
+    """A FIFO of envelopes whose length counts as work in flight."""
+
+    def __init__(self, activity: Activity) -> None:
+        self._activity = activity
+        self._queue: deque[_Envelope] = deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def put(self, envelope: _Envelope) -> None:
+        if self.closed:
+            if envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_exception(ActorStopped("actor is stopped"))
+            return
+        self._activity.begin()
+        self._queue.append(envelope)
+        self._ready.set()
+
+    async def get(self) -> _Envelope:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def done(self) -> None:
+        self._activity.end()
+
+    def close(self) -> list[_Envelope]:
+        self.closed = True
+        left = list(self._queue)
+        self._queue.clear()
+        for _ in left:
+            self._activity.end()
+        return left
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+_UNBOUND: ActorRef[Any] = ActorRef.__new__(ActorRef)
+
+
+class ActorSystem:
+    """Owns the actors of one run: spawns them, records their failures, stops them."""
+
+    def __init__(self, activity: Activity | None = None) -> None:
+        self.activity = activity or Activity()
+        self.failures: list[Failure] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._actors: dict[str, Actor] = {}
+
+    async def spawn(self, actor: A) -> ActorRef[A]:
+        if actor.name in self._actors:
+            raise ValueError(f"an actor named {actor.name!r} exists already")
+        mailbox = Mailbox(self.activity)
+        ref: ActorRef[A] = ActorRef(mailbox, actor.name)
+        actor.ref = ref
+        await actor.on_start()
+        self._actors[actor.name] = actor
+        self._mailboxes[actor.name] = mailbox
+        self._tasks[actor.name] = asyncio.create_task(self._run(actor, mailbox), name=actor.name)
+        return ref
+
+    def actor(self, name: str) -> Actor:
+        return self._actors[name]
+
+    async def stop(self, name: str) -> None:
+        """Stop one actor: it finishes its current message, queued ones are refused."""
+        mailbox = self._mailboxes.pop(name)
+        for envelope in mailbox.close():
+            if envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_exception(ActorStopped(f"{name} stopped"))
+        task = self._tasks.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await self._actors.pop(name).on_stop()
+
+    async def stop_all(self) -> None:
+        for name in list(reversed(self._actors)):
+            await self.stop(name)
+
+    async def _run(self, actor: Actor, mailbox: Mailbox) -> None:
+        while True:
+            envelope = await mailbox.get()
+            try:
+                await self._handle(actor, envelope)
+            finally:
+                mailbox.done()
+
+    async def _handle(self, actor: Actor, envelope: _Envelope) -> None:
+        try:
+            result = await actor.receive(envelope.message)
+        except asyncio.CancelledError:
+            if envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_exception(ActorStopped(f"{actor.name} stopped"))
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure is routed, never swallowed
+            if envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_exception(error)
+            if envelope.reply is None or not isinstance(error, actor.expected_errors):
+                await self._supervise(actor, envelope.message, error)
+            return
+        if envelope.reply is not None and not envelope.reply.done():
+            envelope.reply.set_result(result)
+
+    async def _supervise(self, actor: Actor, message: object, error: BaseException) -> None:
+        directive = await actor.on_failure(message, error)
+        self.failures.append(
+            Failure(actor.name, type(message).__name__, f"{type(error).__name__}: {error}",
+                    directive.value)
+        )
+        if directive is Directive.RESTART:
+            await actor.on_stop()
+            await actor.on_start()
+        elif directive is Directive.STOP:
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self.stop(actor.name))
+            )

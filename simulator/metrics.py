@@ -1,0 +1,199 @@
+"""The recorder: every number a run produces, as tidy rows, and the CSV/JSONL export.
+
+Metrics are rows (STYLE.md rule 11): a `Sample` is one `(t_s, node, metric, value)` reading, an
+`Event` is one thing that happened (a sync, a delivery, a failed send, an outage edge). Plots,
+the summary and the expectations read only these rows, so whatever a figure shows can be
+checked against the CSV. The names of the kinds, metrics and data keys that report.py and
+expect.py read are listed in expect.py's module docstring.
+
+Exports are byte-identical for identical inputs: rows keep insertion order, event data is
+sorted by key, floats are written as `repr(round(x, 6))`, JSON keys are sorted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DataValue = str | int | float | bool | None | tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of a metric at a node (a pool, an LKM, a link) at simulated time `t_s`."""
+
+    t_s: float
+    node: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened at `t_s`; `data` is sorted by key so equal events compare equal."""
+
+    t_s: float
+    kind: str
+    node: str
+    data: tuple[tuple[str, object], ...]
+
+    def get(self, key: str, default: object = None) -> object:
+        """Return the value of data `key`, or `default` when the event has no such key."""
+        for name, value in self.data:
+            if name == key:
+                return value
+        return default
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the event as a plain dict (data nested under "data"), as written to JSONL."""
+        return {"t_s": self.t_s, "kind": self.kind, "node": self.node, "data": dict(self.data)}
+
+
+def pool_node(lkm_id: str, owner_sae: str) -> str:
+    """Return the node name of the pool (or remote slice) of `owner_sae` held at `lkm_id`.
+
+    An LKM holds either the home pool of an SAE or a slice of it, never both, so
+    "LKM_A/SAE_BOB_001" names exactly one pool.
+    """
+    return f"{lkm_id}/{owner_sae}"
+
+
+class Recorder:
+    """Collects samples and events of one run, in the order they were recorded."""
+
+    def __init__(self) -> None:
+        self._samples: list[Sample] = []
+        self._events: list[Event] = []
+        self._series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self._by_kind: dict[str, list[Event]] = {}
+
+    @property
+    def samples(self) -> list[Sample]:
+        """All samples in insertion order (a copy)."""
+        return list(self._samples)
+
+    @property
+    def events(self) -> list[Event]:
+        """All events in insertion order (a copy)."""
+        return list(self._events)
+
+    def sample(self, t_s: float, node: str, metric: str, value: float) -> None:
+        """Record `metric` of `node` at `t_s`; time must not go backwards within a series."""
+        t_s, value = _finite(t_s, "t_s"), _finite(value, "value")
+        series = self._series.setdefault((node, metric), [])
+        if series and t_s < series[-1][0]:
+            raise ValueError(
+                f"sample of {metric} at {node} goes back in time: {t_s} < {series[-1][0]}"
+            )
+        series.append((t_s, value))
+        self._samples.append(Sample(t_s, node, metric, value))
+
+    def event(self, t_s: float, kind: str, node: str, **data: object) -> None:
+        """Record an event; data values must be scalars or sequences of scalars (JSON-able)."""
+        items = tuple(sorted((key, _data_value(key, value)) for key, value in data.items()))
+        event = Event(_finite(t_s, "t_s"), kind, node, items)
+        self._events.append(event)
+        self._by_kind.setdefault(kind, []).append(event)
+
+    def series(self, node: str, metric: str) -> list[tuple[float, float]]:
+        """Return the `(t_s, value)` readings of `metric` at `node`, in time order."""
+        return list(self._series.get((node, metric), []))
+
+    def nodes_with(self, metric: str) -> list[str]:
+        """Return the nodes that have samples of `metric`, sorted."""
+        return sorted(node for node, name in self._series if name == metric)
+
+    def events_of(self, kind: str, node: str | None = None) -> list[Event]:
+        """Return the events of `kind` (at `node`, if given), in insertion order."""
+        events = self._by_kind.get(kind, [])
+        return [e for e in events if node is None or e.node == node]
+
+    def count_events(self, kind: str, node: str | None = None, **match: object) -> int:
+        """Count events of `kind` (at `node`) whose data equals every `key=value` in `match`."""
+        return sum(1 for e in self.events_of(kind, node) if _matches(e, match))
+
+    def sum_event_data(self, kind: str, key: str, node: str | None = None) -> float:
+        """Sum the numeric data `key` over the events of `kind` (missing values count 0)."""
+        total: float = 0
+        for event in self.events_of(kind, node):
+            value = event.get(key, 0)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total += value
+        return total
+
+    def last_t_s(self) -> float:
+        """Return the latest time of any row, or 0.0 for an empty recording."""
+        ends = [series[-1][0] for series in self._series.values()]
+        return max(ends + [e.t_s for e in self._events], default=0.0)
+
+    def write_csv(self, path: Path | str) -> None:
+        """Write the samples as CSV with header `t_s,node,metric,value`, "\\n" line ends."""
+        with Path(path).open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(("t_s", "node", "metric", "value"))
+            for s in self._samples:
+                writer.writerow((format_float(s.t_s), s.node, s.metric, format_float(s.value)))
+
+    def write_jsonl(self, path: Path | str) -> None:
+        """Write one JSON object per event: {"data", "kind", "node", "t_s"}, keys sorted."""
+        with Path(path).open("w", encoding="utf-8") as out:
+            for event in self._events:
+                out.write(event_json(event) + "\n")
+
+
+def format_float(value: float) -> str:
+    """Return the deterministic text of a float: `repr(round(x, 6))`, with -0.0 written 0.0."""
+    return repr(round(float(value), 6) + 0.0)
+
+
+def event_json(event: Event) -> str:
+    """Return the canonical one-line JSON of `event` (sorted keys, floats rounded to 6)."""
+    return json.dumps(_rounded(event.as_dict()), sort_keys=True, separators=(",", ":"))
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 6) + 0.0
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def _finite(value: float, name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _data_value(key: str, value: object) -> object:
+    """Check that event data can be written as JSON; lists become tuples (hashable, frozen)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_data_value(key, item) for item in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"event data {key!r} must be finite, got {value!r}")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"event data {key!r} must be a scalar or a sequence, got {type(value)}")
+
+
+def _matches(event: Event, match: dict[str, object]) -> bool:
+    return all(event.get(key, _MISSING) == value for key, value in match.items())
+
+
+_MISSING = object()
+
+
+def merge_counts(counts: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """Turn `(outer, inner)` pairs into nested sorted counts: {outer: {inner: n}}."""
+    nested: dict[str, dict[str, int]] = {}
+    for outer, inner in counts:
+        nested.setdefault(outer, {})
+        nested[outer][inner] = nested[outer].get(inner, 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(nested.items())}

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import pytest
+
+from tests.support import Node
+
+SAES = ("SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001")
+
+
+@pytest.fixture
+async def node(tmp_path) -> AsyncIterator[Node]:
+    """An LKM served over plain HTTP on 127.0.0.1 (the seed's mode: X-SAE-ID identifies)."""
+    served = await Node(tmp_path).start()
+    try:
+        yield served
+    finally:
+        await served.close()
+
+
+@pytest.fixture
+async def tls_node(tmp_path) -> AsyncIterator[Node]:
+    """An LKM served over mutual TLS on 127.0.0.1; certificates for SAES."""
+    served = await Node(tmp_path, tls=True).start(SAES)
+    try:
+        yield served
+    finally:
+        await served.close()

@@ -1,0 +1,91 @@
+"""Test helpers: a real LKM served on 127.0.0.1 (HTTP or mutual TLS) and per-SAE clients."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from nodes.config import NodeConfig, TlsFiles
+from nodes.pki import PkiFiles, client_ssl_context, write_pki
+from nodes.serve import ServedNode
+from nodes.supply import LocalKeySupply
+from simulator.actor import ActorSystem
+from simulator.clock import WallClock
+
+API = "/api/v1/keys"
+
+
+class Node:
+    """A served LKM and a cache of one client session per SAE identity."""
+
+    def __init__(self, tmp: Path, tls: bool = False, **config: Any) -> None:
+        self.tmp = tmp
+        self.tls = tls
+        self.pki: PkiFiles | None = None
+        self.config_values = config
+        self.system = ActorSystem()
+        self.served: ServedNode | None = None
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+
+    async def start(self, saes: tuple[str, ...] = ()) -> "Node":
+        values: dict[str, Any] = {"port": 0, "db_path": str(self.tmp / "lkm.db"), **self.config_values}
+        if self.tls:
+            self.pki = write_pki(self.tmp / "pki", ["kme"], list(saes) or ["SAE_ALICE_001"])
+            cert, key = self.pki.nodes["kme"]
+            values.update(use_https=True, tls=TlsFiles(self.pki.ca_cert, cert, key))
+        config = NodeConfig(**values)
+        self.served = ServedNode(config, self.system, WallClock(), LocalKeySupply(os.urandom))
+        await self.served.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.served is not None
+        return self.served.url
+
+    @property
+    def lkm(self):  # the actor object, for white-box assertions on the store
+        assert self.served is not None
+        return self.served.lkm
+
+    def session(self, sae: str | None) -> aiohttp.ClientSession:
+        """A client acting as ``sae`` (certificate under TLS, X-SAE-ID otherwise)."""
+        if sae not in self._sessions:
+            headers = {} if sae is None or self.tls else {"X-SAE-ID": sae}
+            connector = None
+            if self.tls:
+                assert self.pki is not None
+                cert, key = self.pki.saes[sae] if sae is not None else (None, None)
+                connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.pki.ca_cert, cert, key))
+            self._sessions[sae] = aiohttp.ClientSession(self.url, headers=headers, connector=connector)
+        return self._sessions[sae]
+
+    async def call(self, sae: str | None, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session(sae).request(method, path, **kwargs) as response:
+            text = await response.text()
+            try:
+                import json
+                return response.status, json.loads(text) if text else None
+            except ValueError:
+                return response.status, text
+
+    async def register(self, sae: str, email: str | None = None, pool: int = 50) -> None:
+        status, body = await self.call(None, "POST", f"{API}/register", json={
+            "sae_id": sae, "user_email": email or f"{sae.lower()}@example.com",
+            "initial_pool_size": pool})
+        assert status == 201, body
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        if self.served is not None:
+            await self.served.stop()
+        await self.system.stop_all()
+
+
+def decoded(keys: list[dict[str, str]]) -> dict[str, bytes]:
+    return {k["key_ID"]: base64.b64decode(k["key"], validate=True) for k in keys}
