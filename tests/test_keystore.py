@@ -1,0 +1,137 @@
+"""The SQLite key store: reservation never twice, all-or-nothing, erasure, bit accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nodes.errors import AlreadyRegistered, InsufficientKeys, KeysNotFound, Unauthorized
+from nodes.keystore import KeyStore
+
+KEY_BITS = 8192
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    opened = await KeyStore.open(tmp_path / "keys.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def register(store: KeyStore, sae: str, keys: int = 20, email: str | None = None) -> list[bytes]:
+    materials = [os.urandom(KEY_BITS // 8) for _ in range(keys)]
+    await store.register(sae, email or f"{sae}@example.com", sae, keys, 2, KEY_BITS, materials, 0.0)
+    return materials
+
+
+async def test_registering_an_existing_sae_or_email_is_refused_and_changes_nothing(store) -> None:
+    await register(store, "bob")
+    with pytest.raises(AlreadyRegistered):
+        await register(store, "bob", email="other@example.com")
+    with pytest.raises(AlreadyRegistered):
+        await register(store, "carol", email="bob@example.com")
+    assert not await store.exists("carol")
+    assert (await store.pool_status("bob")).available_keys == 20
+
+
+async def test_whole_keys_are_reserved_oldest_first_with_seed_ids(store) -> None:
+    materials = await register(store, "bob")
+    keys = await store.reserve("bob", "alice", "bob", 3, KEY_BITS, 1.0)
+    assert [k.key_id for k in keys] == ["qk_bob_000001", "qk_bob_000002", "qk_bob_000003"]
+    assert [k.material for k in keys] == materials[:3]
+    pool = await store.pool_status("bob")
+    assert (pool.available_keys, pool.used_keys, pool.total_keys) == (17, 3, 20)
+
+
+async def test_a_request_larger_than_the_pool_takes_nothing(store) -> None:
+    await register(store, "bob", keys=5)
+    with pytest.raises(InsufficientKeys):
+        await store.reserve("bob", "alice", "bob", 6, KEY_BITS, 1.0)
+    assert (await store.pool_status("bob")).available_keys == 5
+
+
+async def test_short_keys_are_carved_from_one_stored_key_and_accounted_in_bits(store) -> None:
+    materials = await register(store, "bob", keys=2)
+    keys = await store.reserve("bob", "alice", "bob", 33, 256, 1.0)
+    assert len({k.key_id for k in keys}) == 33
+    assert all(len(k.material) == 32 for k in keys)
+    assert b"".join(k.material for k in keys) == materials[0] + materials[1][:32]
+    pool = await store.pool_status("bob")
+    assert pool.available_bits == 2 * KEY_BITS - 33 * 256
+    assert pool.available_keys == 0  # what is left of the second key is shorter than 8192 bits
+    assert [k.key_id for k in await store.reserve("bob", "alice", "bob", 1, 512, 1.0)]
+
+
+async def test_the_slave_reads_each_key_once_and_the_material_is_erased(store, tmp_path) -> None:
+    await register(store, "bob")
+    keys = await store.reserve("bob", "alice", "bob", 2, KEY_BITS, 1.0)
+    ids = [k.key_id for k in keys]
+    assert await store.take_for_slave("bob", "alice", ids, 2.0) == keys
+    with pytest.raises(KeysNotFound):
+        await store.take_for_slave("bob", "alice", ids, 3.0)
+    await store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = (tmp_path / "keys.db").read_bytes()
+    assert all(k.material not in raw for k in keys)
+
+
+async def test_a_failed_slave_read_consumes_nothing(store) -> None:
+    await register(store, "bob")
+    keys = await store.reserve("bob", "alice", "bob", 2, KEY_BITS, 1.0)
+    ids = [k.key_id for k in keys]
+    with pytest.raises(Unauthorized):
+        await store.take_for_slave("eve", "alice", ids, 2.0)
+    with pytest.raises(KeysNotFound):
+        await store.take_for_slave("bob", "alice", [ids[0], "qk_bob_999999"], 2.0)
+    with pytest.raises(KeysNotFound):
+        await store.take_for_slave("bob", "carol", ids, 2.0)  # wrong master
+    with pytest.raises(KeysNotFound):
+        await store.take_for_slave("bob", "alice", ["qk_bob_000010"], 2.0)  # never delivered
+    assert await store.take_for_slave("bob", "alice", ids, 3.0) == keys
+
+
+async def test_key_ids_are_never_reused_after_a_user_is_deleted(store) -> None:
+    await register(store, "bob", keys=3)
+    first = await store.reserve("bob", "alice", "bob", 1, KEY_BITS, 1.0)
+    assert await store.delete_user("bob") == 3
+    await register(store, "bob", keys=3)
+    again = await store.reserve("bob", "alice", "bob", 1, KEY_BITS, 1.0)
+    assert first[0].key_id == "qk_bob_000001" and again[0].key_id == "qk_bob_000004"
+
+
+async def test_two_connections_racing_for_one_pool_never_share_a_key(tmp_path) -> None:
+    stores = [await KeyStore.open(tmp_path / "shared.db") for _ in range(3)]
+    try:
+        await register(stores[0], "bob", keys=300)
+
+        async def drain(store: KeyStore) -> list[str]:
+            taken: list[str] = []
+            while True:
+                try:
+                    taken += [k.key_id for k in await store.reserve("bob", "a", "bob", 7, KEY_BITS, 1.0)]
+                except InsufficientKeys:
+                    return taken
+
+        results = await asyncio.gather(*(drain(s) for s in stores))
+        every = [key_id for taken in results for key_id in taken]
+        assert len(every) == len(set(every)) == 300 - 300 % 7
+        assert all(results)  # every connection got some: they really raced
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_counts_always_equal_the_rows(store, tmp_path) -> None:
+    await register(store, "bob", keys=10)
+    await store.reserve("bob", "alice", "bob", 3, KEY_BITS, 1.0)
+    await store.reserve("bob", "alice", "bob", 5, 1024, 1.0)
+    pool = await store.pool_status("bob")
+    with sqlite3.connect(tmp_path / "keys.db") as raw:
+        bits = raw.execute("SELECT SUM(size_bits) FROM quantum_keys WHERE status = 0").fetchone()[0]
+        used = raw.execute("SELECT COUNT(*) FROM quantum_keys WHERE status > 0").fetchone()[0]
+    assert (pool.available_bits, pool.used_keys) == (bits, used) == (7 * KEY_BITS - 5 * 1024, 8)
