@@ -2,7 +2,8 @@
 
 The only SQL in qkdsim. One file per LKM, WAL journal, ``secure_delete`` so erased key material is
 overwritten on disk. A pool is a set of key rows (the seed's 1 KB keys, ``qk_{SAE}_{seq:06d}``);
-its level is always derived from the rows, never kept in a counter that could drift.
+its counts (available keys and bits, keys used) are kept in ``key_pools`` and changed in the same
+transaction as the rows they count, so they cannot drift; :meth:`KeyStore.audit` recounts them.
 
 Key states: 0 available -> 1 delivered (to the master, who took it from the receiver's pool) ->
 2 consumed (read once by the slave; material erased). Reservations and slave reads run inside
@@ -18,6 +19,7 @@ deliverable and ``available_bits`` the material left.
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,16 @@ import aiosqlite
 from nodes.errors import AlreadyRegistered, InsufficientKeys, KeysNotFound, Unauthorized
 
 AVAILABLE, DELIVERED, CONSUMED = 0, 1, 2
+
+
+class _NoSqlParameters(logging.Filter):
+    """aiosqlite logs every call with its SQL parameters at DEBUG, key material included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+logging.getLogger("aiosqlite").addFilter(_NoSqlParameters())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -43,7 +55,10 @@ CREATE TABLE IF NOT EXISTS key_pools (
     pool_size_limit INTEGER NOT NULL,
     low_threshold INTEGER NOT NULL,
     key_size_bits INTEGER NOT NULL,
-    last_sync_time REAL
+    last_sync_time REAL,
+    available_keys INTEGER NOT NULL DEFAULT 0,
+    available_bits INTEGER NOT NULL DEFAULT 0,
+    used_keys INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS key_sequences (
     sae_id TEXT PRIMARY KEY,
@@ -79,12 +94,17 @@ CREATE TABLE IF NOT EXISTS sync_logs (
 
 POOL_STATUS = """
 SELECT u.sae_id, u.user_email, u.display_name, u.registered_at, p.pool_size_limit, p.low_threshold,
-       p.key_size_bits, p.last_sync_time,
+       p.key_size_bits, p.last_sync_time, p.available_keys, p.available_bits, p.used_keys
+  FROM users u JOIN key_pools p ON p.sae_id = u.sae_id
+"""
+
+COUNTS_FROM_ROWS = """
+SELECT p.sae_id, p.available_keys, p.available_bits, p.used_keys,
        COALESCE(SUM(CASE WHEN k.status = 0 THEN k.size_bits / p.key_size_bits END), 0),
        COALESCE(SUM(CASE WHEN k.status = 0 THEN k.size_bits END), 0),
        COALESCE(SUM(k.status > 0), 0)
-  FROM users u JOIN key_pools p ON p.sae_id = u.sae_id
-  LEFT JOIN quantum_keys k ON k.sae_id = u.sae_id
+  FROM key_pools p LEFT JOIN quantum_keys k ON k.sae_id = p.sae_id
+ GROUP BY p.sae_id
 """
 
 RESERVE_WHOLE = """
@@ -192,12 +212,12 @@ class KeyStore:
 
     async def pool_status(self, sae_id: str) -> PoolStatus | None:
         rows = await self._db.execute_fetchall(
-            POOL_STATUS + " WHERE u.sae_id = ? GROUP BY u.sae_id", (sae_id,))
+            POOL_STATUS + " WHERE u.sae_id = ?", (sae_id,))
         return PoolStatus(*rows[0]) if rows else None
 
     async def all_pools(self) -> list[PoolStatus]:
         rows = await self._db.execute_fetchall(
-            POOL_STATUS + " WHERE u.is_active = 1 GROUP BY u.sae_id ORDER BY u.sae_id")
+            POOL_STATUS + " WHERE u.is_active = 1 ORDER BY u.sae_id")
         return [PoolStatus(*row) for row in rows]
 
     async def add_keys(self, sae_id: str, materials: Sequence[bytes], now: float) -> int:
@@ -227,6 +247,15 @@ class KeyStore:
             " VALUES (?, ?, ?, ?, ?, ?)",
             [(key_id_for(sae_id, first + i), sae_id, first + i, material, size_bits, now)
              for i, material in enumerate(materials)])
+        await self._count(db, sae_id, len(materials), len(materials) * size_bits, 0)
+
+    async def _count(self, db: aiosqlite.Connection, sae_id: str, keys: int, bits: int,
+                     used: int) -> None:
+        """Move a pool's counters by the given deltas (inside the caller's transaction)."""
+        await db.execute(
+            "UPDATE key_pools SET available_keys = available_keys + ?,"
+            " available_bits = available_bits + ?, used_keys = used_keys + ? WHERE sae_id = ?",
+            (keys, bits, used, sae_id))
 
     async def _take_seqs(self, db: aiosqlite.Connection, sae_id: str, count: int) -> int:
         """Reserve ``count`` sequence numbers; IDs are never reused, not even after a delete."""
@@ -244,12 +273,18 @@ class KeyStore:
         async with self._transaction() as db:
             pool = await db.execute_fetchall(
                 "SELECT key_size_bits FROM key_pools WHERE sae_id = ?", (owner,))
-            if pool and pool[0][0] == size_bits:
+            if not pool:
+                raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
+            pool_bits = pool[0][0]
+            if pool_bits == size_bits:
                 keys = await self._reserve_whole(db, owner, master, slave, number, size_bits, now)
+                freed_keys = len(keys)
             else:
-                keys = await self._reserve_carved(db, owner, master, slave, number, size_bits, now)
+                keys, freed_keys = await self._reserve_carved(db, owner, master, slave, number,
+                                                              size_bits, pool_bits, now)
             if len(keys) < number:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
+            await self._count(db, owner, -freed_keys, -number * size_bits, number)
             await db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
                              (now, owner, master))
         return keys
@@ -262,12 +297,15 @@ class KeyStore:
         return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
 
     async def _reserve_carved(self, db: aiosqlite.Connection, owner: str, master: str,
-                              slave: str, number: int, size_bits: int, now: float) -> list[Key]:
+                              slave: str, number: int, size_bits: int, pool_bits: int,
+                              now: float) -> tuple[list[Key], int]:
+        """Carve keys shorter (or longer) than the pool's; returns them and the whole
+        default-size keys their rows no longer hold."""
         rows = await db.execute_fetchall(
             "SELECT id, key_data, size_bits FROM quantum_keys"
             " WHERE sae_id = ? AND status = 0 AND size_bits >= ? ORDER BY seq LIMIT ?",
             (owner, size_bits, number))
-        key_bytes, keys = size_bits // 8, []
+        key_bytes, keys, lost_whole = size_bits // 8, [], 0
         for row_id, data, row_bits in rows:
             if len(keys) == number:
                 break
@@ -275,7 +313,9 @@ class KeyStore:
             pieces = [bytes(data[i * key_bytes:(i + 1) * key_bytes]) for i in range(take)]
             keys += await self._carve_row(db, owner, master, slave, row_id, bytes(data),
                                           row_bits, pieces, now)
-        return keys
+            left_bits = row_bits - take * size_bits
+            lost_whole += row_bits // pool_bits - left_bits // pool_bits
+        return keys, lost_whole
 
     async def _carve_row(self, db: aiosqlite.Connection, owner: str, master: str, slave: str,
                          row_id: int, data: bytes, row_bits: int, pieces: list[bytes],
@@ -361,5 +401,7 @@ class KeyStore:
             "SELECT COUNT(*) FROM (SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL"
             " GROUP BY key_data HAVING COUNT(*) > 1)")
         counts["duplicate_material"] = dup[0][0]
+        pools = await self._db.execute_fetchall(COUNTS_FROM_ROWS)
+        counts["counter_mismatches"] = sum(1 for row in pools if tuple(row[1:4]) != tuple(row[4:7]))
         return counts
 

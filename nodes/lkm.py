@@ -20,11 +20,12 @@ from nodes.config import NodeConfig
 from nodes.errors import (BadRequest, ExtensionMandatoryUnmet, ExtensionMandatoryUnsupported,
                           KMUnreachable, NotFound, QKDError, SizeNotMultipleOf8, Unauthorized)
 from nodes.keystore import Key, KeyStore, PoolStatus
-from nodes.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
+from nodes.messages import (Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
                             ListPools, Refill, Register, Sync)
 from nodes.supply import KeySupply
 from simulator.actor import Actor
 from simulator.clock import Clock, Timer
+from simulator.metrics import pool_node
 
 RESERVED_IDS = frozenset({"register", "pools", "km", "mark_consumed", "sync"})
 SUPPORTED_EXTENSIONS = frozenset({"target_user_id"})
@@ -61,7 +62,7 @@ class LocalKeyManager(Actor):
             Register: self._register, GetStatus: self._status, GetKeys: self._enc_keys,
             GetKeysWithIds: self._dec_keys, Refill: self._refill, DeleteUser: self._delete,
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
-            KeyState: self._key_state,
+            KeyState: self._key_state, Audit: self._audit,
         }
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -107,7 +108,6 @@ class LocalKeyManager(Actor):
         await self._store.register(msg.sae_id, msg.user_email, display, limit,
                                    math.ceil(limit * cfg.sync.threshold), cfg.key_size_bits,
                                    materials, now)
-        self.observe("register", self.name, sae=msg.sae_id, keys=len(materials))
         return {"success": True, "sae_id": msg.sae_id, "user_email": msg.user_email,
                 "pool_size": limit, "keys_generated": len(materials), "registered_at": now}
 
@@ -141,8 +141,8 @@ class LocalKeyManager(Actor):
     # -- ETSI 014 --------------------------------------------------------------------------
 
     async def _status(self, msg: GetStatus) -> dict[str, Any]:
+        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
         pool = await self._pool(msg.slave)
-        await self._caller(msg.caller)
         return self.status_view(pool, msg.caller)
 
     def status_view(self, pool: PoolStatus, master: str) -> dict[str, Any]:
@@ -173,15 +173,15 @@ class LocalKeyManager(Actor):
         }
 
     async def _enc_keys(self, msg: GetKeys) -> list[Key]:
+        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
         size_bits = self._check_key_request(msg)
         await self._pool(msg.slave)
-        await self._caller(msg.caller)
         if msg.slave == msg.caller:
             raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
         keys = await self._store.reserve(msg.slave, msg.caller, msg.slave, msg.number,
                                          size_bits, self.clock.now())
-        self.observe("delivery", self.name, pool=msg.slave, master=msg.caller, keys=len(keys),
-                     bits=len(keys) * size_bits)
+        self.observe("delivery", self.name, pool=pool_node(self.name, msg.slave),
+                     master=msg.caller, slave=msg.slave, keys=len(keys))
         await self._check_level(msg.slave)
         return keys
 
@@ -212,9 +212,9 @@ class LocalKeyManager(Actor):
                 raise ExtensionMandatoryUnmet(target_user_id="must equal the slave SAE ID")
 
     async def _dec_keys(self, msg: GetKeysWithIds) -> list[Key]:
+        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
         if len(msg.key_ids) > self.config.max_keys_per_request:
             raise BadRequest(f"at most {self.config.max_keys_per_request} key IDs per request")
-        await self._caller(msg.caller)
         keys = await self._store.take_for_slave(msg.caller, msg.master, msg.key_ids,
                                                 self.clock.now())
         self.observe("consumed", self.name, slave=msg.caller, master=msg.master, keys=len(keys))
@@ -228,6 +228,9 @@ class LocalKeyManager(Actor):
         names = {0: "available", 1: "delivered", 2: "consumed"}
         return {"success": True, "key_ID": msg.key_id, "state": names[status],
                 "consumed": status == 2}
+
+    async def _audit(self, msg: Audit) -> dict[str, int]:
+        return await self._store.audit()
 
     # -- pools and sync ------------------------------------------------------------------------
 
@@ -308,8 +311,9 @@ class LocalKeyManager(Actor):
         duration_s = self.clock.now() - start_s
         await self._store.record_sync(start_s, reason, sae_id, asked, received, duration_s,
                                       outcome)
-        self.observe("sync", self.name, reason=reason, pool=sae_id, asked=asked,
-                     received=received, duration_s=duration_s, outcome=outcome)
+        self.observe("sync", self.name, pool=pool_node(self.name, sae_id), reason=reason,
+                     outcome=outcome, keys_requested=asked, keys_received=received,
+                     duration_s=duration_s)
 
     async def _fetch(self, sae_id: str, count: int) -> list[bytes]:
         if count <= 0:

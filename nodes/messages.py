@@ -81,3 +81,8 @@ class KeyState:
 
     caller: str
     key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Counts of key rows by state and of key material stored twice (for expectations)."""
