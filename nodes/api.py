@@ -89,12 +89,14 @@ def int_query(request: web.Request, name: str) -> int | None:
     return int(text)
 
 
-def str_list(data: dict[str, Any], name: str) -> tuple[str, ...]:
+def str_list(data: dict[str, Any], name: str, allow_empty: bool = True) -> tuple[str, ...]:
     value = data.get(name)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise BadRequest(f"{name} must be an array of non-empty strings")
+    if (not isinstance(value, list) or not (value or allow_empty)
+            or not all(isinstance(v, str) and v for v in value)):
+        raise BadRequest(f"{name} must be a{'' if allow_empty else ' non-empty'} array of "
+                         "non-empty strings")
     return tuple(value)
 
 
@@ -148,7 +150,7 @@ async def enc_keys_post(request: web.Request) -> web.Response:
     message = GetKeys(caller_of(request), request.match_info["slave"],
                       number=_default(int_field(data, "number"), 1),
                       size_bits=int_field(data, "size"),
-                      additional_slaves=str_list(data, "additional_slave_SAE_IDs"),
+                      additional_slaves=str_list(data, "additional_slave_SAE_IDs", allow_empty=False),
                       extension_mandatory=extensions(data, "extension_mandatory"))
     extensions(data, "extension_optional")  # validated, then ignored (allowed by §6.2)
     return web.json_response(keys_body(await ask(request, message)))

@@ -141,8 +141,9 @@ class LocalKeyManager(Actor):
     # -- ETSI 014 --------------------------------------------------------------------------
 
     async def _status(self, msg: GetStatus) -> dict[str, Any]:
-        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
+        # the slave first: a deleted user asking for its own status gets 404 (replay spec step 25)
         pool = await self._pool(msg.slave)
+        await self._caller(msg.caller)
         return self.status_view(pool, msg.caller)
 
     def status_view(self, pool: PoolStatus, master: str) -> dict[str, Any]:

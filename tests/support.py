@@ -74,7 +74,8 @@ class Node:
                 return response.status, text
 
     async def register(self, sae: str, email: str | None = None, pool: int = 50) -> None:
-        status, body = await self.call(None, "POST", f"{API}/register", json={
+        caller = sae if self.tls else None  # under TLS every connection needs a certificate
+        status, body = await self.call(caller, "POST", f"{API}/register", json={
             "sae_id": sae, "user_email": email or f"{sae.lower()}@example.com",
             "initial_pool_size": pool})
         assert status == 201, body
