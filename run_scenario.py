@@ -63,20 +63,120 @@ def serve_node_main() -> int:
     return EXIT_OK
 
 
+def load(path: Path, seed: int | None = None, until: str | None = None):
+    """The validated scenario, or None after printing every error (path: message)."""
+    from simulator.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path).with_overrides(seed=seed, duration_s=until)
+    except ScenarioError as error:
+        print(f"invalid scenario {path}:", file=sys.stderr)
+        for line in error.errors:
+            print(f"  {line}", file=sys.stderr)
+        return None
+
+
+def validate_main(argv: list[str]) -> int:
+    from nodes.network import unsupported
+
+    parser = argparse.ArgumentParser(prog="run_scenario.py validate")
+    parser.add_argument("scenario", nargs="+", type=Path)
+    status = EXIT_OK
+    for path in parser.parse_args(argv).scenario:
+        scenario = load(path)
+        problems = [] if scenario is None else unsupported(scenario)
+        for line in problems:
+            print(f"{path}: {line}", file=sys.stderr)
+        if scenario is None or problems:
+            status = EXIT_USAGE
+        else:
+            print(f"{path}: ok ({scenario.name})")
+    return status
+
+
+def schema_main(argv: list[str]) -> int:
+    import json
+
+    from simulator.scenario import scenario_json_schema
+
+    argparse.ArgumentParser(prog="run_scenario.py schema").parse_args(argv)
+    print(json.dumps(scenario_json_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown once a run has taken a few seconds."""
+
+    def __init__(self, show_after_s: float = 2.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._shown_at = -1.0
+        self.show_after_s = show_after_s
+
+    def __call__(self, now_s: float, until_s: float) -> None:
+        elapsed = self._clock() - self._start
+        if not sys.stderr.isatty() or elapsed < self.show_after_s or elapsed - self._shown_at < 0.25:
+            return
+        self._shown_at = elapsed
+        done = min(now_s / until_s, 1.0) if until_s else 1.0
+        bar = "#" * int(done * 30)
+        print(f"\r[{bar:<30}] {done:6.1%}  t={now_s / 3600:8.1f} h  {elapsed:5.1f} s wall",
+              end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._shown_at >= 0:
+            print(file=sys.stderr)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from nodes.harness import format_outcome, run
+    from simulator.scenario import ScenarioError
+
+    scenario = load(args.scenario, args.seed, args.until)
+    if scenario is None:
+        return EXIT_USAGE
+    out_dir = args.out or Path("results") / scenario.name
+    progress = Progress()
+    try:
+        outcome = asyncio.run(run(scenario, out_dir, progress))
+    except ScenarioError as error:
+        progress.close()
+        print(f"cannot run {args.scenario}:", file=sys.stderr)
+        for line in error.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    progress.close()
+    print(format_outcome(outcome))
+    return outcome.exit_code
+
+
+COMMANDS = {"pki": pki_main, "validate": validate_main, "schema": schema_main}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pki"]:
-        return pki_main(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="run_scenario.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", nargs="?", type=Path)
     parser.add_argument("--serve", action="store_true", help="serve in wall-clock time")
+    parser.add_argument("--out", type=Path, help="results folder (default results/<name>)")
+    parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--until", help="override the scenario's duration, e.g. 2d")
     args = parser.parse_args(argv)
     if args.serve and args.scenario is None:
         return serve_node_main()
-    parser.print_usage(sys.stderr)
-    print("error: a scenario file or --serve is required", file=sys.stderr)
-    return EXIT_USAGE
+    if args.scenario is None:
+        parser.print_usage(sys.stderr)
+        print("error: a scenario file or --serve is required", file=sys.stderr)
+        return EXIT_USAGE
+    if args.serve:
+        print("error: serving a scenario is not supported yet; use --serve alone", file=sys.stderr)
+        return EXIT_USAGE
+    return run_main(args)
 
 
 if __name__ == "__main__":

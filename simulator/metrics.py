@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-DataValue = str | int | float | bool | None | tuple[object, ...]
-
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -183,11 +181,11 @@ def _data_value(key: str, value: object) -> object:
     raise TypeError(f"event data {key!r} must be a scalar or a sequence, got {type(value)}")
 
 
+_MISSING = object()  # a data value no event can hold
+
+
 def _matches(event: Event, match: dict[str, object]) -> bool:
     return all(event.get(key, _MISSING) == value for key, value in match.items())
-
-
-_MISSING = object()
 
 
 def merge_counts(counts: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:

@@ -1,0 +1,152 @@
+"""Simulated users (SAEs): mail traffic through the real ETSI 014 API of their home LKM.
+
+A sender's mails arrive as a Poisson process per traffic flow. For each mail it takes
+``ceil(mail_bytes / key_bytes)`` keys from the receiver's pool with enc_keys (over HTTP, through the
+same aiohttp application external clients use), then tells the receiver the key IDs and a digest
+of the key bytes. The receiver reads the keys with dec_keys at its own home LKM and checks the
+digest, so a run proves that both ends saw identical key material. Key material never leaves
+these two HTTP exchanges: events carry counts and reasons only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import aiohttp
+
+from simulator.actor import Actor, ActorRef
+from simulator.clock import Clock
+
+API = "/api/v1/keys"
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    to_sae: str
+    mails_per_hour: float
+    mail_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendMail:
+    to_sae: str
+    mail_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailArrived:
+    from_sae: str
+    key_ids: tuple[str, ...]
+    digest: str
+
+
+@dataclass
+class MailAudit:
+    """What the SAEs saw, for the run's expectations (no key material is kept)."""
+
+    delivered_ids: Counter[str] = field(default_factory=Counter)
+    mails_sent: int = 0
+    mails_received: int = 0
+    mismatched_keys: int = 0
+
+    @property
+    def reused_key_ids(self) -> int:
+        return sum(1 for count in self.delivered_ids.values() if count > 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"reused_key_ids": self.reused_key_ids, "mismatched_keys": self.mismatched_keys,
+                "mails_sent": self.mails_sent, "mails_received": self.mails_received}
+
+
+Record = Callable[..., None]
+
+
+class SimulatedSAE(Actor):
+    def __init__(self, sae_id: str, home_url: str, session: aiohttp.ClientSession, clock: Clock,
+                 rng: random.Random, record: Record, audit: MailAudit, key_size_bits: int,
+                 max_keys_per_request: int) -> None:
+        super().__init__(sae_id)
+        self.home_url = home_url
+        self.session = session
+        self.clock = clock
+        self.rng = rng
+        self.record = record
+        self.audit = audit
+        self.key_size_bits = key_size_bits
+        self.max_keys_per_request = max_keys_per_request
+        self.peers: dict[str, ActorRef[Any]] = {}
+
+    def start_flow(self, flow: Flow) -> None:
+        """Schedule this flow's next mail, and the one after it, for ever."""
+        rate_per_s = flow.mails_per_hour / 3600.0
+
+        def arrive() -> None:
+            self.ref.tell(SendMail(flow.to_sae, flow.mail_bytes))
+            self.clock.call_later(self.rng.expovariate(rate_per_s), arrive)
+
+        self.clock.call_later(self.rng.expovariate(rate_per_s), arrive)
+
+    async def receive(self, message: object) -> None:
+        if isinstance(message, SendMail):
+            await self._send(message)
+        elif isinstance(message, MailArrived):
+            await self._read(message)
+        else:
+            raise TypeError(f"unexpected message {type(message).__name__}")
+
+    async def _send(self, mail: SendMail) -> None:
+        needed = max(1, math.ceil(mail.mail_bytes * 8 / self.key_size_bits))
+        ids: list[str] = []
+        digest = hashlib.sha256()
+        while len(ids) < needed:
+            number = min(needed - len(ids), self.max_keys_per_request)
+            status, body = await self._post(f"{API}/{mail.to_sae}/enc_keys",
+                                            {"number": number, "size": self.key_size_bits})
+            if status != 200:
+                self.record("failure", self.name, to=mail.to_sae, reason=_reason(status, body))
+                return
+            for key in body["keys"]:
+                ids.append(key["key_ID"])
+                digest.update(key["key"].encode("ascii"))
+        self.audit.delivered_ids.update(ids)
+        self.audit.mails_sent += 1
+        self.peers[mail.to_sae].tell(MailArrived(self.name, tuple(ids), digest.hexdigest()))
+
+    async def _read(self, mail: MailArrived) -> None:
+        digest = hashlib.sha256()
+        for start in range(0, len(mail.key_ids), self.max_keys_per_request):
+            chunk = mail.key_ids[start:start + self.max_keys_per_request]
+            status, body = await self._post(f"{API}/{mail.from_sae}/dec_keys",
+                                            {"key_IDs": [{"key_ID": k} for k in chunk]})
+            if status != 200:
+                self.audit.mismatched_keys += len(mail.key_ids)
+                self.record("receive_failure", self.name, sender=mail.from_sae,
+                            reason=_reason(status, body))
+                return
+            by_id = {key["key_ID"]: key["key"] for key in body["keys"]}
+            for key_id in chunk:
+                digest.update(by_id.get(key_id, "").encode("ascii"))
+        if digest.hexdigest() != mail.digest:
+            self.audit.mismatched_keys += len(mail.key_ids)
+            self.record("receive_failure", self.name, sender=mail.from_sae, reason="mismatch")
+            return
+        self.audit.mails_received += 1
+
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            async with self.session.post(self.home_url + path, json=body,
+                                         headers={"X-SAE-ID": self.name}) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as error:
+            return 0, {"message": type(error).__name__}
+
+
+def _reason(status: int, body: Any) -> str:
+    if status == 503:
+        return "no_keys"
+    return f"http_{status}" if status else f"unreachable:{body.get('message', '')}"

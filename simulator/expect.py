@@ -1,0 +1,245 @@
+"""Scenario expectations checked against the recorded run (the CI verdict and exit code).
+
+Every check reads only the recorder's rows and the caller's audit counts, so a verdict can be
+reproduced from `metrics.csv` and `events.jsonl` alone.
+
+Data contract: emitters (nodes/, faults.py) record exactly these rows; report.py reads them too.
+
+Samples (`Recorder.sample(t_s, node, metric, value)`), node = a pool, named
+`metrics.pool_node(lkm_id, owner_sae)` = "LKM_A/SAE_BOB_001" (home pool or remote slice):
+- `pool_keys`            keys available in the pool, sampled every `sample_interval`.
+- `pool_threshold_keys`  the pool's threshold-sync level in keys (threshold * pool size);
+                         sampled at least once per pool, again whenever it changes.
+
+Events (`Recorder.event(t_s, kind, node, **data)`):
+- `sync`      node = the LKM that synced. data: `pool` (pool node), `reason` (scheduled |
+              threshold | emergency | manual), `outcome` ("ok": the KM answered, possibly with
+              fewer keys than asked; "unreachable": no answer; "error": answered with an
+              error), `keys_requested`, `keys_received` (int), `duration_s` (float).
+- `delivery`  node = the LKM that delivered keys to a sender (enc_keys). data: `keys` (int),
+              `pool` (pool node), `master` and `slave` (SAE IDs).
+- `failure`   one failed send. node = the sending SAE. data: `to` (receiver SAE),
+              `reason` (short machine-readable cause, e.g. "no_keys", "http_503").
+- `outage`    node = the target ("KM1", "KM1-KM2", "LKM_B"; "partition" for partitions).
+              data: `phase` ("start" | "end"), `outage` (down | crash | degrade | partition |
+              latency). An outage without `for` has no "end" event.
+- `crash`     an actor crashed (recorded by its supervisor). node = the actor. data: `error`.
+
+Audit (`audit` argument, computed by the caller from the key stores and the SAEs' checks):
+`reused_key_ids: int` (key IDs delivered more than once), `mismatched_keys: int` (keys whose
+bytes differed between sender and receiver).
+
+Counting syncs: `min_syncs` counts completed syncs (outcome "ok"), because it asserts that the
+mechanism fired *and* reached the KM; `max_syncs` counts every attempt whatever its outcome,
+because it bounds the load on the KM (a retry storm of unreachable syncs must fail it). Each
+figure says which of the two it counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from simulator.durations import format_duration
+from simulator.metrics import Recorder
+from simulator.scenario import Expectation
+
+POOL_KEYS = "pool_keys"
+POOL_THRESHOLD_KEYS = "pool_threshold_keys"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    """The verdict on one expectation; `figure` is a sentence with the deciding number."""
+
+    name: str
+    passed: bool
+    figure: str
+
+
+def evaluate(
+    expectations: Iterable[Expectation], recorder: Recorder, audit: Mapping[str, object]
+) -> list[ExpectationResult]:
+    """Check each expectation against the recording and the audit counts, in order."""
+    return [_evaluate_one(e, recorder, audit) for e in expectations]
+
+
+def exit_code(results: Iterable[ExpectationResult]) -> int:
+    """Return the process exit code for CI: 0 when every expectation passed, else 1."""
+    return 0 if all(r.passed for r in results) else 1
+
+
+def expectation_name(expectation: Expectation) -> str:
+    """Return the expectation as a scenario writes it, e.g. "min_syncs: threshold >= 1"."""
+    kind = expectation.kind
+    if expectation.reason is not None:
+        op = ">=" if kind == "min_syncs" else "<="
+        return f"{kind}: {expectation.reason} {op} {expectation.count}"
+    if expectation.duration_s is not None:
+        return f"{kind}: {format_duration(expectation.duration_s)}"
+    if expectation.count is not None:
+        return f"{kind}: {expectation.count}"
+    return kind
+
+
+# A check takes (expectation, recorder, audit) and returns (passed, figure).
+Check = Callable[[Expectation, Recorder, Mapping[str, object]], tuple[bool, str]]
+
+
+def _evaluate_one(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> ExpectationResult:
+    passed, figure = _CHECKS[expectation.kind](expectation, recorder, audit)
+    return ExpectationResult(expectation_name(expectation), passed, figure)
+
+
+def _no_key_reuse(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    return _audit_zero(audit, "reused_key_ids", "reused key IDs")
+
+
+def _keys_match(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    return _audit_zero(audit, "mismatched_keys", "mismatched keys")
+
+
+def _audit_zero(audit: Mapping[str, object], key: str, what: str) -> tuple[bool, str]:
+    value = audit.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False, f"{what}: not audited (audit[{key!r}] is {value!r}, not an int)"
+    if value > 0:
+        return False, f"{what}: {value} > 0"
+    return True, f"{what}: {value}"
+
+
+def _max_failed_sends(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    maximum = _required(expectation.count)
+    failed = recorder.count_events("failure")
+    if failed > maximum:
+        return False, f"failed sends: {failed} > max {maximum}"
+    return True, f"failed sends: {failed} <= max {maximum}"
+
+
+def _syncs(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    kind, reason = expectation.kind, _required(expectation.reason)
+    bound = _required(expectation.count)
+    match = {} if reason == "any" else {"reason": reason}
+    label = "" if reason == "any" else f"{reason} "
+    if kind == "min_syncs":
+        done = recorder.count_events("sync", outcome="ok", **match)
+        op = ">=" if done >= bound else "<"
+        return done >= bound, f"{label}syncs completed (outcome ok): {done} {op} min {bound}"
+    tried = recorder.count_events("sync", **match)
+    op = "<=" if tried <= bound else ">"
+    return tried <= bound, f"{label}sync attempts (any outcome): {tried} {op} max {bound}"
+
+
+def longest_empty_s(series: list[tuple[float, float]]) -> float:
+    """Return the longest time a pool sat at 0 keys, at the resolution of its samples.
+
+    A stretch runs from its first empty sample to the next non-empty one, or to the pool's
+    last sample if it never refilled.
+    """
+    longest, start = 0.0, None
+    for t_s, value in series:
+        if value <= 0 and start is None:
+            start = t_s
+        elif value > 0 and start is not None:
+            longest, start = max(longest, t_s - start), None
+    if start is not None:
+        longest = max(longest, series[-1][0] - start)
+    return longest
+
+
+def _never_empty(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    limit_s = _required(expectation.duration_s)
+    pools = recorder.nodes_with(POOL_KEYS)
+    if not pools:
+        return False, f"no {POOL_KEYS} samples recorded; nothing to check"
+    worst, pool = max((longest_empty_s(recorder.series(p, POOL_KEYS)), p) for p in pools)
+    limit = format_duration(limit_s)
+    if worst == 0:
+        return True, f"no pool was empty for a measurable time (limit {limit})"
+    op = "<=" if worst <= limit_s else ">"
+    figure = f"longest empty stretch: {format_duration(worst)} ({pool}) {op} {limit}"
+    return worst <= limit_s, figure
+
+
+def recovery_s(
+    levels: list[tuple[float, float]], thresholds: list[tuple[float, float]], end_s: float
+) -> float | None:
+    """Return how long after `end_s` a pool's level first reached its threshold.
+
+    The threshold at a sample is the latest `pool_threshold_keys` reading at or before it (the
+    first reading, before any). None: the pool had not recovered by its last sample.
+    """
+    for t_s, value in levels:
+        if t_s >= end_s and value >= _threshold_at(thresholds, t_s):
+            return t_s - end_s
+    return None
+
+
+def _threshold_at(thresholds: list[tuple[float, float]], t_s: float) -> float:
+    current = thresholds[0][1]
+    for at_s, value in thresholds:
+        if at_s <= t_s:
+            current = value
+    return current
+
+
+def _recovered_within(
+    expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
+) -> tuple[bool, str]:
+    limit_s = _required(expectation.duration_s)
+    ends = [e for e in recorder.events_of("outage") if e.get("phase") == "end"]
+    pools = recorder.nodes_with(POOL_KEYS)
+    limit = format_duration(limit_s)
+    if not ends:
+        return False, "no outage ended during the run; nothing to recover from"
+    if not pools:
+        return False, f"no {POOL_KEYS} samples recorded; nothing to check"
+    worst_s, worst = -1.0, ""
+    for end in ends:
+        for pool in pools:
+            thresholds = recorder.series(pool, POOL_THRESHOLD_KEYS)
+            if not thresholds:
+                return False, f"no {POOL_THRESHOLD_KEYS} samples for {pool}"
+            took = recovery_s(recorder.series(pool, POOL_KEYS), thresholds, end.t_s)
+            ended = format_duration(end.t_s)
+            where = f"{pool} after {end.get('outage')} {end.node} ended at {ended}"
+            if took is None:
+                return False, f"{where}: not back to its threshold by the end of the recording"
+            if took > worst_s:
+                worst_s, worst = took, where
+    op = "<=" if worst_s <= limit_s else ">"
+    figure = f"slowest recovery: {format_duration(worst_s)} ({worst}) {op} {limit}"
+    return worst_s <= limit_s, figure
+
+
+T = TypeVar("T")
+
+
+def _required(value: T | None) -> T:
+    """Return a parameter the scenario model guarantees for this kind of expectation."""
+    assert value is not None, "the scenario model requires it for this kind"
+    return value
+
+
+_CHECKS: dict[str, Check] = {
+    "no_key_reuse": _no_key_reuse,
+    "all_received_keys_match": _keys_match,
+    "max_failed_sends": _max_failed_sends,
+    "min_syncs": _syncs,
+    "max_syncs": _syncs,
+    "pool_never_empty_longer_than": _never_empty,
+    "recovered_within": _recovered_within,
+}

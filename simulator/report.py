@@ -1,0 +1,272 @@
+"""The run report: pool-level and delivery plots plus a summary, drawn from recorded rows only.
+
+The only module that imports matplotlib. Figures are built as `Figure` objects (no pyplot
+state), under matplotlib's default style (a user's matplotlibrc cannot change them), with a
+fixed size and dpi and no "Software" metadata, so the same rows give the same PNG bytes.
+Event kinds and metric names are those of expect.py's data contract.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.style  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from simulator.metrics import Recorder, merge_counts  # noqa: E402
+
+OutageWindow = tuple[float, float, str]
+
+FIGSIZE_IN = (11.0, 5.5)
+DPI = 100
+HOUR_S = 3600.0
+SYNC_STYLE = {  # reason -> (colour, marker)
+    "scheduled": ("tab:blue", "o"),
+    "threshold": ("tab:orange", "v"),
+    "emergency": ("tab:red", "X"),
+    "manual": ("tab:green", "s"),
+}
+OTHER_SYNC_STYLE = ("tab:gray", "D")
+MAX_POOL_LEGEND = 12
+
+
+def write_report(
+    recorder: Recorder,
+    scenario_name: str,
+    out_dir: Path | str,
+    outage_windows: list[OutageWindow] | None = None,
+) -> list[Path]:
+    """Write plots/pool_levels.png, plots/deliveries.png, summary.json and summary.txt.
+
+    `outage_windows` are `(start_s, end_s, label)`; None derives them from the outage events.
+    Returns the written paths.
+    """
+    out = Path(out_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    windows = outage_windows_from_events(recorder) if outage_windows is None else outage_windows
+    summary = summarise(recorder, scenario_name)
+    paths = [out / "plots" / "pool_levels.png", out / "plots" / "deliveries.png"]
+    with matplotlib.style.context("default"):
+        _save(plot_pool_levels(recorder, scenario_name, windows), paths[0])
+        _save(plot_deliveries(recorder, scenario_name, windows), paths[1])
+    paths += [out / "summary.json", out / "summary.txt"]
+    paths[2].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    paths[3].write_text(format_summary_table(summary), encoding="utf-8")
+    return paths
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def outage_windows_from_events(recorder: Recorder) -> list[OutageWindow]:
+    """Pair outage "start"/"end" events per (target, outage kind); an unended one runs to the
+    end of the recording. Labels read "down KM1"."""
+    open_at: dict[tuple[str, object], float] = {}
+    windows: list[OutageWindow] = []
+    for event in recorder.events_of("outage"):
+        key = (event.node, event.get("outage"))
+        if event.get("phase") == "start":
+            open_at.setdefault(key, event.t_s)
+        elif event.get("phase") == "end" and key in open_at:
+            windows.append((open_at.pop(key), event.t_s, _window_label(*key)))
+    end_s = recorder.last_t_s()
+    windows += [(start, end_s, _window_label(*key)) for key, start in open_at.items()]
+    return sorted(windows)
+
+
+def _window_label(node: str, outage: object) -> str:
+    return f"{outage} {node}" if outage else node
+
+
+def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]) -> Figure:
+    """One line per pool (metric "pool_keys"), sync events as markers by reason, outages shaded."""
+    figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    pools = recorder.nodes_with("pool_keys")
+    for index, pool in enumerate(pools):
+        series = recorder.series(pool, "pool_keys")
+        label = pool if index < MAX_POOL_LEGEND else "_nolegend_"
+        ax.plot([t / HOUR_S for t, _ in series], [v for _, v in series], lw=1.2, label=label)
+    handles = _draw_syncs(ax, recorder)
+    _shade_outages(ax, windows)
+    ax.set_title(f"{title}: pool levels")
+    ax.set_xlabel("simulated time (h)")
+    ax.set_ylabel("keys available")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    if not pools:
+        _note(ax, "no pool_keys samples recorded")
+    pool_handles, _ = ax.get_legend_handles_labels()
+    if len(pools) > MAX_POOL_LEGEND:
+        more = Line2D([], [], ls="none", label=f"(+{len(pools) - MAX_POOL_LEGEND} more pools)")
+        pool_handles.append(more)
+    if pool_handles or handles:
+        ax.legend(handles=pool_handles + handles, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return figure
+
+
+def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:
+    """Mark each sync on its pool's line: filled when it completed, hollow when it did not."""
+    seen: dict[str, tuple[str, str]] = {}
+    failed = False
+    for event in recorder.events_of("sync"):
+        reason = str(event.get("reason"))
+        colour, marker = SYNC_STYLE.get(reason, OTHER_SYNC_STYLE)
+        seen[reason] = (colour, marker)
+        ok = event.get("outcome") == "ok"
+        failed = failed or not ok
+        y = _level_at(recorder.series(str(event.get("pool")), "pool_keys"), event.t_s)
+        face = colour if ok else "none"
+        ax.plot([event.t_s / HOUR_S], [y], ls="none", marker=marker, ms=7, mec=colour, mfc=face)
+    handles = [_marker_handle(f"{r} sync", *seen[r]) for r in _sync_order(seen)]
+    if failed:
+        handles.append(_marker_handle("sync not completed", "black", "o", face="none"))
+    return handles
+
+
+def _sync_order(seen: dict[str, tuple[str, str]]) -> list[str]:
+    known = [reason for reason in SYNC_STYLE if reason in seen]
+    return known + sorted(reason for reason in seen if reason not in SYNC_STYLE)
+
+
+def _marker_handle(label: str, colour: str, marker: str, face: str | None = None) -> Line2D:
+    face = face or colour
+    return Line2D([], [], ls="none", marker=marker, ms=7, mec=colour, mfc=face, label=label)
+
+
+def _level_at(series: list[tuple[float, float]], t_s: float) -> float:
+    """Return the pool level at `t_s` on the drawn (linearly joined) line; 0 without samples."""
+    if not series:
+        return 0.0
+    if t_s <= series[0][0]:
+        return series[0][1]
+    for (t0, v0), (t1, v1) in zip(series, series[1:]):
+        if t0 <= t_s <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t_s - t0) / (t1 - t0)
+    return series[-1][1]
+
+
+def _shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
+    for start_s, end_s, label in windows:
+        ax.axvspan(start_s / HOUR_S, end_s / HOUR_S, color="tab:gray", alpha=0.2, lw=0, zorder=0)
+        ax.text(
+            start_s / HOUR_S, 0.98, label, transform=ax.get_xaxis_transform(), zorder=5,
+            va="top", ha="left", fontsize=8, color="dimgray", rotation=90,
+            bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1},
+        )
+
+
+def _note(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
+
+
+def plot_deliveries(recorder: Recorder, title: str, windows: list[OutageWindow]) -> Figure:
+    """Keys delivered per hour (events "delivery", data "keys") above failed sends per hour."""
+    figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    deliveries = [(e.t_s, _number(e.get("keys"))) for e in recorder.events_of("delivery")]
+    failures = [(e.t_s, 1.0) for e in recorder.events_of("failure")]
+    hours = int(recorder.last_t_s() // HOUR_S) + 1  # bin h holds [h, h+1) hours
+    for ax, rows, colour, label in (
+        (top, deliveries, "tab:blue", "keys delivered / h"),
+        (bottom, failures, "tab:red", "failed sends / h"),
+    ):
+        ax.bar(range(hours), _per_hour(rows, hours), width=1.0, align="edge", color=colour)
+        _shade_outages(ax, windows)
+        ax.set_ylabel(label)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if not rows:
+            _note(ax, f"no {label.split(' /')[0]} recorded")
+    top.set_title(f"{title}: deliveries and failed sends")
+    bottom.set_xlabel("simulated time (h)")
+    bottom.set_xlim(0, hours)
+    return figure
+
+
+def _per_hour(rows: list[tuple[float, float]], hours: int) -> list[float]:
+    totals = [0.0] * hours
+    for t_s, amount in rows:
+        totals[int(t_s // HOUR_S)] += amount
+    return totals
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
+    """Return per-node counts: keys delivered, failed sends, syncs by reason and outcome, and
+    the lowest pool level; plus totals. JSON-able, nodes sorted."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for event in recorder.events_of("delivery"):
+        row = nodes.setdefault(event.node, _empty_row())
+        row["keys_delivered"] += int(_number(event.get("keys")))
+    for event in recorder.events_of("failure"):
+        nodes.setdefault(event.node, _empty_row())["failed_sends"] += 1
+    syncs = [
+        (e.node, str(e.get("reason")), str(e.get("outcome"))) for e in recorder.events_of("sync")
+    ]
+    for node in sorted({node for node, _, _ in syncs}):
+        pairs = [(reason, outcome) for n, reason, outcome in syncs if n == node]
+        nodes.setdefault(node, _empty_row())["syncs"] = merge_counts(pairs)
+    for pool in recorder.nodes_with("pool_keys"):
+        low = min(value for _, value in recorder.series(pool, "pool_keys"))
+        nodes.setdefault(pool, _empty_row())["min_pool_keys"] = low
+    totals = {
+        "keys_delivered": sum(row["keys_delivered"] for row in nodes.values()),
+        "failed_sends": sum(row["failed_sends"] for row in nodes.values()),
+        "syncs": merge_counts((reason, outcome) for _, reason, outcome in syncs),
+    }
+    return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals}
+
+
+def _empty_row() -> dict[str, Any]:
+    return {"keys_delivered": 0, "failed_sends": 0, "syncs": {}, "min_pool_keys": None}
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """Return the summary as a fixed-width text table, one row per node and a total row.
+
+    Syncs read "threshold 3/4": 3 completed (outcome ok) out of 4 attempts.
+    """
+    header = ("node", "keys delivered", "failed sends", "syncs ok/attempts", "min pool keys")
+    rows = [_table_row(node, data) for node, data in summary["nodes"].items()]
+    total = _table_row("TOTAL", {**summary["totals"], "min_pool_keys": None}, zero="0")
+    widths = [max(len(row[i]) for row in [header, *rows, total]) for i in range(len(header))]
+    rule = "  ".join("-" * width for width in widths)
+    lines = [_join(header, widths), rule, *(_join(row, widths) for row in rows), rule]
+    lines.append(_join(total, widths))
+    return f"{summary['scenario']}\n" + "\n".join(lines) + "\n"
+
+
+def _table_row(node: str, data: dict[str, Any], zero: str = "-") -> tuple[str, ...]:
+    sync_text = ", ".join(
+        f"{reason} {outcomes.get('ok', 0)}/{sum(outcomes.values())}"
+        for reason, outcomes in data["syncs"].items()
+    )
+    low = data["min_pool_keys"]
+    return (
+        node,
+        str(data["keys_delivered"] or zero),
+        str(data["failed_sends"] or zero),
+        sync_text or "-",
+        "-" if low is None else f"{low:g}",
+    )
+
+
+def _join(cells: tuple[str, ...], widths: list[int]) -> str:
+    first = cells[0].ljust(widths[0])
+    rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])]
+    return "  ".join([first, *rest]).rstrip()

@@ -1,0 +1,118 @@
+"""Scenario runs end to end: determinism, virtual time, the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from nodes.harness import run
+from simulator.scenario import parse_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY_S = 86400.0
+
+
+def two_users(**changes: object) -> dict:
+    """Alice and Bob on one LKM, light mail both ways, a KM outage on day 1."""
+    data = {
+        "name": "two-users", "seed": 3, "duration": "2d",
+        "defaults": {"pool_size": 200, "sync": {"interval": "24h", "threshold": 0.1,
+                                                "emergency": 0.05}},
+        "kms": [{"id": "KM1"}], "lkms": [{"id": "LKM_A", "km": "KM1"}],
+        "saes": [{"id": "SAE_ALICE_001", "email": "alice@example.com", "lkm": "LKM_A"},
+                 {"id": "SAE_BOB_001", "email": "bob@example.com", "lkm": "LKM_A"}],
+        "traffic": [{"from": "SAE_ALICE_001", "to": "SAE_BOB_001", "mails_per_hour": 4,
+                     "mail_bytes": 3000},
+                    {"from": "SAE_BOB_001", "to": "SAE_ALICE_001", "mails_per_hour": 4,
+                     "mail_bytes": 3000}],
+        "outages": [{"at": "1d", "target": "KM1", "kind": "down", "for": "6h"}],
+        "expect": ["no_key_reuse", "all_received_keys_match", {"max_failed_sends": 0}],
+    }
+    data.update(changes)
+    return data
+
+
+async def test_the_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: Path) -> None:
+    scenario = parse_scenario(two_users())
+    first = await run(scenario, tmp_path / "one")
+    second = await run(scenario, tmp_path / "two")
+    for name in ("metrics.csv", "events.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert first.summary["audit"]["mails_sent"] > 100
+    other = await run(parse_scenario(two_users(seed=4)), tmp_path / "three")
+    assert (tmp_path / "three" / "events.jsonl").read_bytes() != \
+        (tmp_path / "one" / "events.jsonl").read_bytes()
+    assert other.exit_code == first.exit_code == 0
+
+
+async def test_a_week_of_virtual_time_runs_with_syncs_at_the_scheduled_times(tmp_path: Path) -> None:
+    scenario = parse_scenario(two_users(duration="7d", outages=[]))
+    outcome = await run(scenario, tmp_path / "week")
+    events = [json.loads(line) for line in (tmp_path / "week/events.jsonl").read_text().splitlines()]
+    scheduled = sorted({e["t_s"] for e in events
+                        if e["kind"] == "sync" and e["data"]["reason"] == "scheduled"})
+    assert scheduled == [DAY_S * day for day in range(1, 8)]
+    deliveries = [e for e in events if e["kind"] == "delivery"]
+    assert len(deliveries) == outcome.summary["audit"]["mails_sent"] > 900
+    assert outcome.summary["audit"]["mails_received"] == outcome.summary["audit"]["mails_sent"]
+    assert outcome.summary["simulated_s"] == 7 * DAY_S
+
+
+async def test_an_outage_is_served_from_the_cache_and_its_failed_syncs_recorded(tmp_path) -> None:
+    heavy = two_users(defaults={"pool_size": 100, "sync": {"interval": "24h"}})
+    heavy["traffic"][0]["mails_per_hour"] = 12  # 36 keys/h: Bob's pool falls below 10 % in 6 h
+    outcome = await run(parse_scenario(heavy), tmp_path / "outage")
+    events = [json.loads(line) for line in (tmp_path / "outage/events.jsonl").read_text().splitlines()]
+    during = [e for e in events if e["kind"] == "sync" and DAY_S < e["t_s"] < DAY_S + 6 * 3600]
+    assert during and all(e["data"]["outcome"] == "unreachable" for e in during)
+    after = [e for e in events if e["kind"] == "sync" and e["t_s"] >= DAY_S + 6 * 3600
+             and e["data"]["outcome"] == "ok"]
+    assert after, "the LKM syncs again once the KM is back"
+    assert [e["data"]["phase"] for e in events if e["kind"] == "outage"] == ["start", "end"]
+    assert outcome.summary["audit"]["reused_key_ids"] == 0
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "run_scenario.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_invalid_scenarios_exit_2_naming_the_field(tmp_path: Path) -> None:
+    cases = {
+        "lkms.0.km: unknown KM 'KM9'": two_users(lkms=[{"id": "LKM_A", "km": "KM9"}]),
+        "traffic.0.mails_per_hour": two_users(traffic=[{
+            "from": "SAE_ALICE_001", "to": "SAE_BOB_001", "mails_per_hour": -1,
+            "mail_bytes": 10}]),
+        "duration": two_users(duration="3x"),
+        "colour": {**two_users(), "colour": "blue"},
+    }
+    for needle, data in cases.items():
+        result = cli(str(write(tmp_path, data)), "--out", str(tmp_path / "out"))
+        assert result.returncode == 2, (needle, result.stdout, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failed_expectation_exits_1_with_the_figure_that_broke_it(tmp_path: Path) -> None:
+    data = two_users(duration="12h", outages=[],
+                     expect=[{"min_syncs": {"reason": "emergency", "count": 5}}])
+    result = cli(str(write(tmp_path, data)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr
+    assert "FAIL" in result.stdout and "0" in result.stdout.split("FAIL", 1)[1]
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["expectations"][0]["passed"] is False
+    assert (tmp_path / "out/plots/pool_levels.png").stat().st_size > 10_000
+
+
+def test_validate_accepts_the_shipped_scenarios() -> None:
+    result = cli("validate", *map(str, sorted((ROOT / "scenarios").glob("*.yaml"))))
+    assert result.returncode == 0, result.stderr
