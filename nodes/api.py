@@ -11,11 +11,13 @@ disagrees is refused); without TLS, the ``X-SAE-ID`` header (the seed's mode).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -24,15 +26,21 @@ from nodes.config import NodeConfig
 from nodes.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
                           Unauthorized)
 from nodes.keystore import Key
+from nodes.lkm import sync_and_wait
 from nodes.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
                             ListPools, Refill, Register, Sync)
+from nodes.observability import NodeLog, caller_for_log, route_of
 from nodes.pki import common_name_from_der
 from simulator.actor import ActorRef
+from simulator.clock import Clock
 
 log = logging.getLogger("qkdsim.api")
 
 LKM = web.AppKey("lkm", ActorRef)
 CONFIG = web.AppKey("config", NodeConfig)
+BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.yaml")
+CLOCK = web.AppKey("clock", object)
 PREFIXES = ("/api/v1/keys", "/api/v1/user-keys")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT = re.compile(r"[+-]?\d{1,18}")
@@ -57,7 +65,7 @@ def caller_of(request: web.Request) -> str:
 
 
 async def json_object(request: web.Request, allow_empty: bool) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if allow_empty:
             return {}
@@ -69,6 +77,16 @@ async def json_object(request: web.Request, allow_empty: bool) -> dict[str, Any]
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")
     return data
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The body, or 408 if it does not arrive within the app's bound: a transport guard against
+    half-sent bodies (wall time, like aiohttp's own keep-alive timer; no simulated time)."""
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S, 10.0)):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
 
 
 def int_field(data: dict[str, Any], name: str) -> int | None:
@@ -219,7 +237,9 @@ async def km_status(request: web.Request) -> web.Response:
 
 async def km_sync(request: web.Request) -> web.Response:
     data = await json_object(request, allow_empty=True)
-    reply = await ask(request, Sync("manual", str_list(data, "users")))
+    lkm = request.app[LKM]
+    reply = await sync_and_wait(lkm, Sync("manual", str_list(data, "users")),
+                                request.app[CLOCK].now())
     return web.json_response(_with_iso(reply, "timestamp"))
 
 
@@ -235,6 +255,11 @@ async def health(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     return web.json_response({"status": "healthy", "kme_id": cfg.kme_id,
                               "local_km_id": cfg.local_km_id, "user_pool_enabled": True})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_DOCUMENT.read_bytes(), content_type="application/yaml",
+                        charset="utf-8")
 
 
 async def kme_status(request: web.Request) -> web.Response:
@@ -268,6 +293,7 @@ def key_routes(prefix: str) -> list[web.RouteDef]:
 ROUTES = [route for prefix in PREFIXES for route in key_routes(prefix)] + [
     web.get("/health", health),
     web.get("/api/v1/kme/status", kme_status),
+    web.get("/openapi.yaml", openapi_document),
 ]
 
 
@@ -292,7 +318,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         wrapped.status = error.status
         return _error_response(request, wrapped)
     except Exception:  # noqa: BLE001 - the server's fault: ETSI 503, logged without key material
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        NodeLog(log, request.app[CONFIG].local_km_id, caller_for_log(request)).exception(
+            "unhandled error", extra={"method": request.method, "route": route_of(request)})
         server_error = QKDError("internal error on the key manager")
         server_error.status = 503
         return _error_response(request, server_error)
@@ -314,9 +341,12 @@ def _default(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def create_app(lkm: ActorRef[Any], config: NodeConfig) -> web.Application:
+def create_app(lkm: ActorRef[Any], config: NodeConfig, clock: Clock,
+               body_timeout_s: float = 10.0) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     app[LKM] = lkm
     app[CONFIG] = config
+    app[BODY_TIMEOUT_S] = body_timeout_s
+    app[CLOCK] = clock
     app.add_routes(ROUTES)
     return app

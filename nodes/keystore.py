@@ -27,9 +27,10 @@ from typing import AsyncIterator, Sequence
 
 import aiosqlite
 
-from nodes.errors import AlreadyRegistered, InsufficientKeys, KeysNotFound, Unauthorized
+from nodes.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
+                          Unauthorized)
 
-AVAILABLE, DELIVERED, CONSUMED = 0, 1, 2
+AVAILABLE, DELIVERED, CONSUMED, SHIPPED = 0, 1, 2, 3
 
 
 class _NoSqlParameters(logging.Filter):
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS users (
     display_name TEXT,
     registered_at REAL NOT NULL,
     is_active INTEGER NOT NULL DEFAULT 1,
-    last_activity REAL
+    last_activity REAL,
+    home_lkm TEXT
 );
 CREATE TABLE IF NOT EXISTS key_pools (
     sae_id TEXT PRIMARY KEY REFERENCES users(sae_id) ON DELETE CASCADE,
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS key_pools (
     last_sync_time REAL,
     available_keys INTEGER NOT NULL DEFAULT 0,
     available_bits INTEGER NOT NULL DEFAULT 0,
-    used_keys INTEGER NOT NULL DEFAULT 0
+    used_keys INTEGER NOT NULL DEFAULT 0,
+    home_lkm TEXT
 );
 CREATE TABLE IF NOT EXISTS key_sequences (
     sae_id TEXT PRIMARY KEY,
@@ -76,7 +79,8 @@ CREATE TABLE IF NOT EXISTS quantum_keys (
     delivered_to_sae_id TEXT,
     slave_sae_id TEXT,
     delivered_at REAL,
-    consumed_at REAL
+    consumed_at REAL,
+    shipped_to TEXT
 );
 CREATE INDEX IF NOT EXISTS quantum_keys_available ON quantum_keys(sae_id, seq) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS quantum_keys_owner ON quantum_keys(sae_id, status);
@@ -94,7 +98,8 @@ CREATE TABLE IF NOT EXISTS sync_logs (
 
 POOL_STATUS = """
 SELECT u.sae_id, u.user_email, u.display_name, u.registered_at, p.pool_size_limit, p.low_threshold,
-       p.key_size_bits, p.last_sync_time, p.available_keys, p.available_bits, p.used_keys
+       p.key_size_bits, p.last_sync_time, p.available_keys, p.available_bits, p.used_keys,
+       p.home_lkm
   FROM users u JOIN key_pools p ON p.sae_id = u.sae_id
 """
 
@@ -139,6 +144,11 @@ class PoolStatus:
     available_keys: int
     available_bits: int
     used_keys: int
+    home_lkm: str | None = None
+
+    @property
+    def is_slice(self) -> bool:
+        return self.home_lkm is not None
 
     @property
     def total_keys(self) -> int:
@@ -207,8 +217,22 @@ class KeyStore:
             await self._insert_available(db, sae_id, materials, key_size_bits, now)
 
     async def exists(self, sae_id: str) -> bool:
-        rows = await self._db.execute_fetchall("SELECT 1 FROM users WHERE sae_id = ?", (sae_id,))
+        """Is ``sae_id`` a user at home here (remote users only have slices here)?"""
+        rows = await self._db.execute_fetchall(
+            "SELECT 1 FROM users WHERE sae_id = ? AND home_lkm IS NULL", (sae_id,))
         return bool(rows)
+
+    async def add_remote(self, sae_id: str, user_email: str | None, home_lkm: str,
+                         slice_limit: int, low_threshold: int, key_size_bits: int,
+                         now: float) -> None:
+        """Know a user homed at ``home_lkm`` and give it an (empty) slice here; idempotent."""
+        async with self._transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO users(sae_id, user_email, display_name,"
+                             " registered_at, home_lkm) VALUES (?, ?, ?, ?, ?)",
+                             (sae_id, None, user_email, now, home_lkm))
+            await db.execute("INSERT OR IGNORE INTO key_pools(sae_id, pool_size_limit,"
+                             " low_threshold, key_size_bits, home_lkm) VALUES (?, ?, ?, ?, ?)",
+                             (sae_id, slice_limit, low_threshold, key_size_bits, home_lkm))
 
     async def pool_status(self, sae_id: str) -> PoolStatus | None:
         rows = await self._db.execute_fetchall(
@@ -272,13 +296,20 @@ class KeyStore:
         """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``; all or none."""
         async with self._transaction() as db:
             pool = await db.execute_fetchall(
-                "SELECT key_size_bits FROM key_pools WHERE sae_id = ?", (owner,))
+                "SELECT key_size_bits, home_lkm FROM key_pools WHERE sae_id = ?", (owner,))
             if not pool:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
-            pool_bits = pool[0][0]
+            pool_bits, home_lkm = pool[0]
+            if home_lkm is not None and size_bits != pool_bits:
+                raise BadRequest(f"keys for an SAE homed at another KME come in {pool_bits}-bit "
+                                 "keys only", size=size_bits)
             if pool_bits == size_bits:
                 keys = await self._reserve_whole(db, owner, master, slave, number, size_bits, now)
                 freed_keys = len(keys)
+                if home_lkm is not None:  # the master's copy is all this KME ever hands out
+                    await db.execute(
+                        "UPDATE quantum_keys SET key_data = NULL WHERE status = 1 AND key_id IN"
+                        f" ({','.join('?' * len(keys))})", [k.key_id for k in keys])
             else:
                 keys, freed_keys = await self._reserve_carved(db, owner, master, slave, number,
                                                               size_bits, pool_bits, now)
@@ -338,29 +369,79 @@ class KeyStore:
         return [Key(row[0], row[3]) for row in new]
 
     async def take_for_slave(self, caller: str, master: str, key_ids: Sequence[str],
-                             now: float) -> list[Key]:
+                             now: float, master_home: str | None = None) -> list[Key]:
         """Hand keys to their slave exactly once, then erase them; all or none.
 
-        401 if any of the keys was delivered with another slave; 400 (not found) if any is
-        unknown, not yet delivered, already consumed, or was delivered to another master.
+        A key qualifies when it was delivered here to ``master``, or shipped to the LKM that
+        is ``master``'s home (``master_home``), whose slice served it. 401 if any of the keys
+        has another slave; 400 (not found) if any is unknown, not yet delivered, already
+        consumed, or belongs to another master.
         """
         async with self._transaction() as db:
             marks = ",".join("?" * len(key_ids))
             rows = await db.execute_fetchall(
-                "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id"
+                "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id, shipped_to"
                 f" FROM quantum_keys WHERE key_id IN ({marks})", tuple(key_ids))
             found = {row[0]: row for row in rows}
             if any(row[2] != AVAILABLE and row[3] != caller for row in rows):
                 raise Unauthorized("caller is not a slave SAE of the requested keys")
-            if len(found) != len(key_ids) or any(
-                    row[2] != DELIVERED or row[4] != master for row in rows):
+            if len(found) != len(key_ids) or not all(
+                    (row[2] == DELIVERED and row[4] == master) or
+                    (row[2] == SHIPPED and master_home is not None and row[5] == master_home)
+                    for row in rows):
                 raise KeysNotFound()
             cursor = await db.execute(
-                "UPDATE quantum_keys SET status = 2, key_data = NULL, consumed_at = ?"
-                f" WHERE status = 1 AND key_id IN ({marks})", (now, *key_ids))
+                "UPDATE quantum_keys SET status = 2, key_data = NULL, consumed_at = ?,"
+                " delivered_to_sae_id = COALESCE(delivered_to_sae_id, ?)"
+                f" WHERE status IN (1, 3) AND key_id IN ({marks})", (now, master, *key_ids))
             if cursor.rowcount != len(key_ids):
                 raise KeysNotFound()
         return [Key(key_id, bytes(found[key_id][1])) for key_id in key_ids]
+
+    async def ship(self, owner: str, to_lkm: str, count: int, now: float) -> list[Key]:
+        """Reserve up to ``count`` whole keys of a home pool for a slice at ``to_lkm``.
+
+        The keys stay here (the owner reads them here, once) in state shipped."""
+        async with self._transaction() as db:
+            pool = await db.execute_fetchall(
+                "SELECT key_size_bits FROM key_pools WHERE sae_id = ? AND home_lkm IS NULL",
+                (owner,))
+            if not pool or count <= 0:
+                return []
+            rows = await db.execute_fetchall(
+                "UPDATE quantum_keys SET status = 3, shipped_to = ?, slave_sae_id = sae_id,"
+                " delivered_at = ? WHERE id IN (SELECT id FROM quantum_keys WHERE sae_id = ?"
+                " AND status = 0 AND size_bits = ? ORDER BY seq LIMIT ?)"
+                " RETURNING seq, key_id, key_data", (to_lkm, now, owner, pool[0][0], count))
+            await self._count(db, owner, -len(rows), -len(rows) * pool[0][0], len(rows))
+        return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+
+    async def unship(self, owner: str, key_ids: Sequence[str]) -> int:
+        """Return shipped keys that never reached their slice to the home pool."""
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "UPDATE quantum_keys SET status = 0, shipped_to = NULL, slave_sae_id = NULL,"
+                f" delivered_at = NULL WHERE status = 3 AND sae_id = ? AND key_id IN"
+                f" ({','.join('?' * len(key_ids))}) RETURNING size_bits", (owner, *key_ids))
+            await self._count(db, owner, len(rows), sum(r[0] for r in rows), -len(rows))
+        return len(rows)
+
+    async def store_slice(self, owner: str, keys: Sequence[Key], now: float) -> int:
+        """Add keys shipped from the owner's home LKM to the owner's slice here."""
+        async with self._transaction() as db:
+            pool = await db.execute_fetchall(
+                "SELECT key_size_bits FROM key_pools WHERE sae_id = ? AND home_lkm IS NOT NULL",
+                (owner,))
+            if not pool:
+                return 0
+            first = await self._take_seqs(db, owner, len(keys))
+            await db.executemany(
+                "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(key.key_id, owner, first + i, key.material, len(key.material) * 8, now)
+                 for i, key in enumerate(keys)])
+            await self._count(db, owner, len(keys), sum(len(k.material) * 8 for k in keys), 0)
+        return len(keys)
 
     async def key_status(self, key_id: str) -> tuple[int, str, str | None] | None:
         """(status, owner, master) of a key, or None; never the material."""

@@ -1,28 +1,39 @@
-"""The local key manager (LKM) actor: per-user key pools, ETSI 014 semantics, hybrid sync.
+"""The local key manager (LKM) actor: per-user key pools, remote slices, ETSI 014, hybrid sync.
 
 Every HTTP request reaches the LKM as a message (``nodes.messages``); the LKM checks identities
 and bounds, asks its :class:`~nodes.keystore.KeyStore`, and replies with keys or a JSON-ready view.
 It never reads the time except through its injected clock.
 
-Sync policy (the seed's hybrid strategy, per pool): a *scheduled* sync every ``interval_s``; after a
-delivery, a *threshold* sync when the receiver's pool falls below ``threshold`` of its limit and an
-*emergency* sync below ``emergency``; a *manual* sync on request. A sync tops each chosen pool up
-to its limit from the :class:`~nodes.supply.KeySupply`. An unreachable key manager is an outcome:
-the LKM records it, keeps serving what it holds, and tries again no sooner than ``RETRY_S`` later.
+Pools: the *home pool* of each SAE homed here, and a *slice* of the home pool of each remote SAE
+that local senders write to (keys reserved at the receiver's home LKM and relayed here ahead of
+time, so a cross-site send is served locally even while the network is down).
+
+Sync policy (the seed's hybrid strategy, per pool or slice): *scheduled* every ``interval_s``;
+after a delivery, *threshold* when the pool falls below ``threshold`` of its limit and
+*emergency* below ``emergency``; *manual* on request. A sync tops the pool up to its limit from
+the :class:`~nodes.supply.KeySupply`. The fetch runs in a background task and its result comes
+back as a :class:`~nodes.messages.SyncResult` message, so the LKM keeps answering (and can ship
+keys to other LKMs) while it waits. An unreachable key manager is an outcome: the LKM records
+it, keeps serving what it holds, and retries that pool no sooner than ``RETRY_S`` later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Awaitable, Callable, Protocol
 
 from nodes.config import NodeConfig
+from nodes.directory import Directory
 from nodes.errors import (BadRequest, ExtensionMandatoryUnmet, ExtensionMandatoryUnsupported,
-                          KMUnreachable, NotFound, QKDError, SizeNotMultipleOf8, Unauthorized)
+                          InsufficientKeys, KMUnreachable, NotFound, QKDError,
+                          SizeNotMultipleOf8, Unauthorized)
 from nodes.keystore import Key, KeyStore, PoolStatus
-from nodes.messages import (Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
-                            ListPools, Refill, Register, Sync)
+from nodes.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus,
+                            GetStatus, KeyState, ListPools, Refill, Register, ShipSlice, Sync,
+                            SyncResult, UnshipSlice)
 from nodes.supply import KeySupply
+from nodes.views import pools_view, status_view, sync_view
 from simulator.actor import Actor
 from simulator.clock import Clock, Timer
 from simulator.metrics import pool_node
@@ -46,23 +57,25 @@ class LocalKeyManager(Actor):
     expected_errors = (QKDError,)
 
     def __init__(self, config: NodeConfig, clock: Clock, supply: KeySupply,
-                 observe: Observer = _ignore, name: str | None = None) -> None:
-        super().__init__(name or config.local_km_id)
+                 observe: Observer = _ignore, directory: Directory | None = None) -> None:
+        super().__init__(config.local_km_id)
         self.config = config
         self.clock = clock
         self.supply = supply
         self.observe = observe
+        self.directory = directory or Directory()
         self.store: KeyStore | None = None
         self._timer: Timer | None = None
         self._next_sync_s: float | None = None
-        self._pending: set[str] = set()
+        self._in_flight: set[str] = set()
         self._retry_after: dict[str, float] = {}
         self.km_available = True
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Register: self._register, GetStatus: self._status, GetKeys: self._enc_keys,
             GetKeysWithIds: self._dec_keys, Refill: self._refill, DeleteUser: self._delete,
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
-            KeyState: self._key_state, Audit: self._audit,
+            KeyState: self._key_state, Audit: self._audit, AddRemote: self._add_remote,
+            ShipSlice: self._ship, UnshipSlice: self._unship, SyncResult: self._sync_result,
         }
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -102,7 +115,7 @@ class LocalKeyManager(Actor):
         cfg = self.config
         size = msg.initial_pool_size or cfg.default_pool_size
         limit = min(max(size, cfg.min_pool_size), cfg.max_pool_size)
-        materials = await self._fetch(msg.sae_id, limit)
+        materials = await self._fetch(msg.sae_id, limit, provision=True)
         now = self.clock.now()
         display = msg.display_name or (msg.user_email or msg.sae_id).split("@")[0]
         await self._store.register(msg.sae_id, msg.user_email, display, limit,
@@ -111,12 +124,19 @@ class LocalKeyManager(Actor):
         return {"success": True, "sae_id": msg.sae_id, "user_email": msg.user_email,
                 "pool_size": limit, "keys_generated": len(materials), "registered_at": now}
 
+    async def _add_remote(self, msg: AddRemote) -> None:
+        threshold = math.ceil(msg.slice_size * self.config.sync.threshold)
+        await self._store.add_remote(msg.sae_id, msg.user_email, msg.home_lkm, msg.slice_size,
+                                     threshold, self.config.key_size_bits, self.clock.now())
+
     async def _delete(self, msg: DeleteUser) -> dict[str, Any]:
         deleted = await self._store.delete_user(msg.sae_id)
         return {"success": True, "sae_id": msg.sae_id, "keys_deleted": deleted}
 
     async def _refill(self, msg: Refill) -> dict[str, Any]:
         pool = await self._pool(msg.sae_id)
+        if pool.is_slice:
+            raise BadRequest("a slice of a remote pool is refilled by sync, not refill")
         room = max(pool.pool_size_limit - pool.available_keys, 0)
         wanted = room if msg.keys_to_add is None else min(max(msg.keys_to_add, 0), room)
         added = await self._store.add_keys(msg.sae_id, await self._fetch(msg.sae_id, wanted),
@@ -134,6 +154,18 @@ class LocalKeyManager(Actor):
             raise NotFound(f"SAE '{sae_id}' is not registered at this KME", sae_id=sae_id)
         return pool
 
+    async def _pool_or_new_slice(self, sae_id: str) -> PoolStatus:
+        """The pool serving ``sae_id``; a first request for a known remote SAE opens a slice."""
+        home = self.directory.home_of(sae_id)
+        if home is not None and home != self.name and \
+                await self._store.pool_status(sae_id) is None:
+            await self._add_remote(AddRemote(sae_id, home, self._slice_size()))
+            self._start_sync("emergency", await self._pool(sae_id))
+        return await self._pool(sae_id)
+
+    def _slice_size(self) -> int:
+        return max(self.config.min_pool_size, self.config.default_pool_size // 4)
+
     async def _caller(self, caller: str) -> None:
         if not await self._store.exists(caller):
             raise Unauthorized(f"SAE '{caller}' is not registered at this KME")
@@ -144,39 +176,13 @@ class LocalKeyManager(Actor):
         # the slave first: a deleted user asking for its own status gets 404 (replay spec step 25)
         pool = await self._pool(msg.slave)
         await self._caller(msg.caller)
-        return self.status_view(pool, msg.caller)
-
-    def status_view(self, pool: PoolStatus, master: str) -> dict[str, Any]:
-        """The 11 ETSI Status fields, then the seed's pool fields."""
-        cfg = self.config
-        return {
-            "source_KME_ID": cfg.kme_id, "target_KME_ID": cfg.kme_id,
-            "master_SAE_ID": master, "slave_SAE_ID": pool.sae_id,
-            "key_size": pool.key_size_bits, "stored_key_count": pool.available_keys,
-            "max_key_count": pool.pool_size_limit,
-            "max_key_per_request": cfg.max_keys_per_request,
-            "max_key_size": cfg.max_key_size_bits, "min_key_size": cfg.min_key_size_bits,
-            "max_SAE_ID_count": 0,
-            **self.pool_view(pool),
-        }
-
-    def pool_view(self, pool: PoolStatus) -> dict[str, Any]:
-        limit = pool.pool_size_limit
-        return {
-            "sae_id": pool.sae_id, "user_email": pool.user_email,
-            "total_keys": pool.total_keys, "used_keys": pool.used_keys,
-            "available_keys": pool.available_keys, "available_bits": pool.available_bits,
-            "usage_percent": round(100.0 * pool.used_keys / max(pool.total_keys, 1), 2),
-            "pool_size_limit": limit, "low_threshold": pool.low_threshold,
-            "is_low": pool.available_keys < pool.low_threshold,
-            "last_sync": pool.last_sync_time, "next_sync": self._next_sync_s,
-            "key_size_bytes": pool.key_size_bits // 8, "key_size_bits": pool.key_size_bits,
-        }
+        target = pool.home_lkm or self.config.kme_id
+        return status_view(self.config, pool, msg.caller, target, self._next_sync_s)
 
     async def _enc_keys(self, msg: GetKeys) -> list[Key]:
         await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
         size_bits = self._check_key_request(msg)
-        await self._pool(msg.slave)
+        await self._pool_or_new_slice(msg.slave)
         if msg.slave == msg.caller:
             raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
         keys = await self._store.reserve(msg.slave, msg.caller, msg.slave, msg.number,
@@ -216,8 +222,9 @@ class LocalKeyManager(Actor):
         await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
         if len(msg.key_ids) > self.config.max_keys_per_request:
             raise BadRequest(f"at most {self.config.max_keys_per_request} key IDs per request")
+        master_home = self.directory.home_of(msg.master)
         keys = await self._store.take_for_slave(msg.caller, msg.master, msg.key_ids,
-                                                self.clock.now())
+                                                self.clock.now(), master_home)
         self.observe("consumed", self.name, slave=msg.caller, master=msg.master, keys=len(keys))
         return keys
 
@@ -226,23 +233,28 @@ class LocalKeyManager(Actor):
         if state is None:
             raise NotFound("key not found", key_ID=msg.key_id)
         status, _, _ = state
-        names = {0: "available", 1: "delivered", 2: "consumed"}
+        names = {0: "available", 1: "delivered", 2: "consumed", 3: "shipped"}
         return {"success": True, "key_ID": msg.key_id, "state": names[status],
                 "consumed": status == 2}
 
     async def _audit(self, msg: Audit) -> dict[str, int]:
         return await self._store.audit()
 
+    async def _ship(self, msg: ShipSlice) -> list[Key]:
+        keys = await self._store.ship(msg.owner, msg.to_lkm, msg.count, self.clock.now())
+        if keys:
+            self.observe("ship", self.name, pool=pool_node(self.name, msg.owner),
+                         to=msg.to_lkm, keys=len(keys))
+            await self._check_level(msg.owner)
+        return keys
+
+    async def _unship(self, msg: UnshipSlice) -> int:
+        return await self._store.unship(msg.owner, msg.key_ids)
+
     # -- pools and sync ------------------------------------------------------------------------
 
     async def _pools(self, msg: ListPools | None = None) -> dict[str, Any]:
-        pools = await self._store.all_pools()
-        views = [self.pool_view(pool) for pool in pools]
-        return {"pools": views, "summary": {
-            "total_users": len(pools),
-            "total_keys": sum(p.total_keys for p in pools),
-            "total_available": sum(p.available_keys for p in pools),
-            "low_pool_count": sum(1 for v in views if v["is_low"])}}
+        return pools_view(await self._store.all_pools(), self._next_sync_s)
 
     async def _km_status(self, msg: GetKmStatus) -> dict[str, Any]:
         stats = await self._store.sync_stats()
@@ -256,7 +268,7 @@ class LocalKeyManager(Actor):
 
     async def _check_level(self, sae_id: str) -> None:
         pool = await self._store.pool_status(sae_id)
-        if pool is None or sae_id in self._pending:
+        if pool is None or sae_id in self._in_flight:
             return
         if self._retry_after.get(sae_id, -math.inf) > self.clock.now():
             return
@@ -264,66 +276,85 @@ class LocalKeyManager(Actor):
         reason = ("emergency" if level < self.config.sync.emergency else
                   "threshold" if level < self.config.sync.threshold else None)
         if reason is not None:
-            self._pending.add(sae_id)
-            self.ref.tell(Sync(reason, (sae_id,)))
+            self._start_sync(reason, pool)
 
-    async def _sync(self, msg: Sync) -> dict[str, Any]:
+    async def _sync(self, msg: Sync) -> list[asyncio.Task[dict[str, Any]]]:
+        """Start one fetch per chosen pool; the reply is the tasks (await them for results)."""
         if msg.reason not in SYNC_REASONS:
             raise BadRequest(f"unknown sync reason {msg.reason!r}")
-        targets = await self._sync_targets(msg)
-        result: dict[str, Any] = {"success": True, "reason": msg.reason,
-                                  "timestamp": self.clock.now(), "users_synced": [],
-                                  "keys_received": 0, "errors": []}
-        for pool in targets:
-            received = await self._sync_pool(msg.reason, pool)
-            if received is None:
-                result["success"] = False
-                result["errors"].append({"sae_id": pool.sae_id, "error": "KM unreachable"})
+        if msg.users:
+            targets = [await self._pool(sae_id) for sae_id in msg.users]
+        else:
+            targets = [p for p in await self._store.all_pools()
+                       if p.available_keys < p.pool_size_limit]
+        tasks = [self._start_sync(msg.reason, pool) for pool in targets]
+        return [task for task in tasks if task is not None]
+
+    def _start_sync(self, reason: str, pool: PoolStatus) -> asyncio.Task[dict[str, Any]] | None:
+        asked = pool.pool_size_limit - pool.available_keys
+        if asked <= 0 or pool.sae_id in self._in_flight:
+            return None
+        self._in_flight.add(pool.sae_id)
+        return self.start_task(self._fetch_for_sync(reason, pool, asked))
+
+    async def _fetch_for_sync(self, reason: str, pool: PoolStatus,
+                              asked: int) -> dict[str, Any]:
+        """Runs outside the mailbox: fetch, then hand the result back as a message."""
+        start_s = self.clock.now()
+        materials: tuple[bytes, ...] = ()
+        keys: tuple[Key, ...] = ()
+        try:
+            if pool.home_lkm is not None:
+                keys = tuple(await self.supply.fetch_slice(self.name, pool.sae_id,
+                                                           pool.home_lkm, asked))
             else:
-                result["users_synced"].append(pool.sae_id)
-                result["keys_received"] += received
+                materials = tuple(await self.supply.fetch(self.name, pool.sae_id, asked,
+                                                          pool.key_size_bits // 8))
+            outcome = "ok"
+        except KMUnreachable:
+            outcome = "unreachable"
+        result: dict[str, Any] = await self.ref.ask(
+            SyncResult(reason, pool.sae_id, asked, start_s, outcome, materials, keys))
         return result
 
-    async def _sync_targets(self, msg: Sync) -> list[PoolStatus]:
-        self._pending.difference_update(msg.users)
-        if msg.users:
-            return [await self._pool(sae_id) for sae_id in msg.users]
-        return [p for p in await self._store.all_pools() if p.available_keys < p.pool_size_limit]
-
-    async def _sync_pool(self, reason: str, pool: PoolStatus) -> int | None:
-        asked = max(pool.pool_size_limit - pool.available_keys, 0)
-        start_s = self.clock.now()
-        try:
-            materials = await self.supply.fetch(self.name, pool.sae_id, asked,
-                                                pool.key_size_bits // 8)
-        except KMUnreachable:
+    async def _sync_result(self, msg: SyncResult) -> dict[str, Any]:
+        self._in_flight.discard(msg.sae_id)
+        now = self.clock.now()
+        if msg.outcome == "ok":
+            self.km_available = True
+            self._retry_after.pop(msg.sae_id, None)
+            if msg.keys:
+                received = await self._store.store_slice(msg.sae_id, msg.keys, now)  # type: ignore[arg-type]
+            else:
+                received = await self._store.add_keys(msg.sae_id, msg.materials, now)
+        else:
             self.km_available = False
-            self._retry_after[pool.sae_id] = self.clock.now() + RETRY_S
-            await self._log_sync(reason, pool.sae_id, asked, 0, start_s, "unreachable")
-            return None
-        self.km_available = True
-        self._retry_after.pop(pool.sae_id, None)
-        added = await self._store.add_keys(pool.sae_id, materials, self.clock.now())
-        await self._log_sync(reason, pool.sae_id, asked, added, start_s, "ok")
-        return added
-
-    async def _log_sync(self, reason: str, sae_id: str, asked: int, received: int,
-                        start_s: float, outcome: str) -> None:
-        duration_s = self.clock.now() - start_s
-        await self._store.record_sync(start_s, reason, sae_id, asked, received, duration_s,
-                                      outcome)
-        self.observe("sync", self.name, pool=pool_node(self.name, sae_id), reason=reason,
-                     outcome=outcome, keys_requested=asked, keys_received=received,
+            self._retry_after[msg.sae_id] = now + RETRY_S
+            received = 0
+        duration_s = now - msg.start_s
+        await self._store.record_sync(msg.start_s, msg.reason, msg.sae_id, msg.asked, received,
+                                      duration_s, msg.outcome)
+        self.observe("sync", self.name, pool=pool_node(self.name, msg.sae_id), reason=msg.reason,
+                     outcome=msg.outcome, keys_requested=msg.asked, keys_received=received,
                      duration_s=duration_s)
+        return {"sae_id": msg.sae_id, "outcome": msg.outcome, "keys_received": received}
 
-    async def _fetch(self, sae_id: str, count: int) -> list[bytes]:
+    async def _fetch(self, sae_id: str, count: int, provision: bool = False) -> list[bytes]:
         if count <= 0:
             return []
         try:
-            return await self.supply.fetch(self.name, sae_id, count, self.config.key_bytes)
+            return await self.supply.fetch(self.name, sae_id, count, self.config.key_bytes,
+                                           provision)
         except KMUnreachable:
             self.km_available = False
             return []
+
+
+async def sync_and_wait(lkm: Any, message: Sync, timestamp_s: float) -> dict[str, Any]:
+    """Run a sync to the end and summarise it (for the manual-sync route and the builder)."""
+    tasks = await lkm.ask(message)
+    results = list(await asyncio.gather(*tasks)) if tasks else []
+    return sync_view(message.reason, timestamp_s, results)
 
 
 def check_sae_id(sae_id: str) -> None:

@@ -86,3 +86,43 @@ class KeyState:
 @dataclass(frozen=True, slots=True)
 class Audit:
     """Counts of key rows by state and of key material stored twice (for expectations)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddRemote:
+    """Know ``sae_id``, homed at ``home_lkm``, and keep a slice of its pool here."""
+
+    sae_id: str
+    home_lkm: str
+    slice_size: int
+    user_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShipSlice:
+    """At the owner's home LKM: reserve up to ``count`` keys for a slice at ``to_lkm``."""
+
+    owner: str
+    to_lkm: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnshipSlice:
+    """At the owner's home LKM: the relay failed, take these shipped keys back."""
+
+    owner: str
+    key_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """A sync's fetch finished (in a background task); store what came and log the outcome."""
+
+    reason: str
+    sae_id: str
+    asked: int
+    start_s: float
+    outcome: str
+    materials: tuple[bytes, ...] = ()
+    keys: tuple[object, ...] = ()

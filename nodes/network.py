@@ -1,11 +1,12 @@
 """The builder: wires a validated scenario into a running simulated network.
 
-Each LKM is a real served node (its actor, its SQLite file, its aiohttp site on 127.0.0.1) whose
-clock is the simulation's; each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks HTTP to its
-home LKM. Until the KM network exists, each KM is stood in for by a
-:class:`~nodes.supply.LocalKeySupply` fed by the run's seeded RNG, which a ``down`` outage takes
-offline; what this build cannot run yet is refused up front with the scenario path that asks for
-it, never silently ignored.
+Each KM is a :class:`~nodes.km.KeyManager` actor, each QKD link a :class:`~nodes.qkd_link.QKDLink`
+actor, and each LKM a real served node (its actor, its SQLite file, its aiohttp site on
+127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.km.KMNetwork`.
+Each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks HTTP to its home LKM. For every traffic
+flow between SAEs on different LKMs the sender's LKM keeps a slice of the receiver's pool, filled
+before the run starts. What this build cannot run yet is refused up front with the scenario path
+that asks for it, never silently ignored.
 """
 
 from __future__ import annotations
@@ -17,35 +18,54 @@ from typing import Any
 import aiohttp
 
 from nodes.config import NodeConfig, SyncPolicy
-from nodes.messages import Audit, ListPools, Register
+from nodes.directory import Directory
+from nodes.km import KeyManager, KMNetwork, SetDown
+from nodes.lkm import sync_and_wait
+from nodes.messages import AddRemote, Audit, ListPools, Register, Sync
 from nodes.pki import safe_file_stem
+from nodes.qkd_link import Degrade, QKDLink, SetUp
+from nodes.routing import Edge, edge_key, km_graph
 from nodes.sae import Flow, MailAudit, SimulatedSAE
 from nodes.serve import ServedNode
-from nodes.supply import LocalKeySupply
 from simulator.actor import ActorRef
 from simulator.faults import schedule_outages
 from simulator.metrics import pool_node
 from simulator.runtime import Simulation
-from simulator.scenario import MailTraffic, Outage, Scenario, ScenarioError
+from simulator.scenario import Link, MailTraffic, Outage, Scenario, ScenarioError
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
+SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition")}
 
 
 def unsupported(scenario: Scenario) -> list[str]:
     """What this build of qkdsim cannot run yet, as "path: message" lines."""
     errors = []
-    home = {sae.id: sae.lkm for sae in scenario.saes}
     for i, flow in enumerate(scenario.traffic):
         if not isinstance(flow, MailTraffic):
             errors.append(f"traffic.{i}.replay: replaying a trace is not supported yet")
-        elif home[flow.from_sae] != home[flow.to_sae]:
-            errors.append(f"traffic.{i}: {flow.from_sae} and {flow.to_sae} are on different LKMs;"
-                          " cross-site mail needs the KM network, not supported yet")
     for i, outage in enumerate(scenario.outages):
-        if (scenario.target_kind(outage.target or ""), outage.kind) != ("KM", "down"):
+        kind = scenario.target_kind(outage.target) if outage.target else None
+        if (kind, outage.kind) not in SUPPORTED_OUTAGES:
             errors.append(f"outages.{i}.kind: '{outage.kind}' on "
-                          f"{outage.target or 'a partition'} is not supported yet (KM down is)")
+                          f"{outage.target or 'a partition'} is not supported yet")
     return errors
+
+
+def directory_of(scenario: Scenario) -> Directory:
+    return Directory(sae_home={s.id: s.lkm for s in scenario.saes},
+                     lkm_km={lkm.id: lkm.km for lkm in scenario.lkms},
+                     sae_email={s.id: s.email for s in scenario.saes})
+
+
+def rate_steps(link: Link) -> list[tuple[float, float]]:
+    if link.rate_curve is not None:
+        return [(point.at_s, point.rate_bps) for point in link.rate_curve]
+    return [(0.0, link.rate_bps_at(0.0))]
+
+
+def slice_size(configured: int | None, pool_size: int) -> int:
+    """The sender's LKM keeps ``slice_size`` keys of a remote receiver's pool (default: half)."""
+    return configured or max(10, pool_size // 2)
 
 
 class Network:
@@ -57,18 +77,25 @@ class Network:
         self.sim = sim
         self.state_dir = state_dir
         self.audit = MailAudit()
-        self.supplies = {km.id: LocalKeySupply(sim.derived_rng(f"km:{km.id}").randbytes)
-                         for km in scenario.kms}
+        self.directory = directory_of(scenario)
+        self.kms: dict[str, ActorRef[Any]] = {}
+        self.links: dict[Edge, ActorRef[Any]] = {}
+        self.lkm_refs: dict[str, ActorRef[Any]] = {}
+        graph = km_graph([km.id for km in scenario.kms], [(l.a, l.b) for l in scenario.links])
+        self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
+                                    sim.record)
         self.nodes: dict[str, ServedNode] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        await self._start_fabric()
         for lkm in self.scenario.lkms:
             await self._start_lkm(lkm.id)
         for sae in self.scenario.saes:
             await self._register(sae.id, sae.email, sae.lkm)
+        await self._open_slices()
         for sae in self.scenario.saes:
             await self._spawn_sae(sae.id, sae.lkm)
         for ref in self.saes.values():
@@ -95,21 +122,54 @@ class Network:
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency))
 
+    async def _start_fabric(self) -> None:
+        for km in self.scenario.kms:
+            actor = KeyManager(km.id, km.key_rate_bps, self.sim.clock,
+                               self.sim.derived_rng(f"km:{km.id}"), self.sim.record)
+            self.kms[km.id] = await self.sim.spawn(actor)
+        for link in self.scenario.links:
+            actor = QKDLink(link.id, rate_steps(link), link.buffer_bits, self.sim.clock,
+                            self.sim.record)
+            self.links[edge_key(link.a, link.b)] = await self.sim.spawn(actor)
+
     async def _start_lkm(self, lkm_id: str) -> None:
-        km = self.scenario.lkm_settings(lkm_id).km
         node = ServedNode(self.node_config(lkm_id), self.sim.system, self.sim.clock,
-                          self.supplies[km], observe=self.sim.record)
+                          self.km_network, observe=self.sim.record, directory=self.directory)
         await node.start()
+        assert node.ref is not None
         self.nodes[lkm_id] = node
+        self.lkm_refs[lkm_id] = node.ref
+
+    async def _open_slices(self) -> None:
+        """Give each sender's LKM a slice of every remote receiver's pool, and fill it."""
+        wanted: dict[str, set[str]] = {}
+        for flow in self.scenario.traffic:
+            assert isinstance(flow, MailTraffic)
+            here, home = self.directory.home_of(flow.from_sae), self.directory.home_of(flow.to_sae)
+            if here is not None and home is not None and here != home:
+                wanted.setdefault(here, set()).add(flow.to_sae)
+        for lkm_id, receivers in sorted(wanted.items()):
+            ref = self.lkm_refs[lkm_id]
+            for sae in sorted(receivers):
+                size = slice_size(self.scenario.lkm_settings(lkm_id).slice_size,
+                                  self.scenario.sae_pool_size(sae))
+                await ref.ask(AddRemote(sae, self.directory.sae_home[sae], size,
+                                        self.directory.sae_email.get(sae)))
+                self._threshold_sample(lkm_id, sae, size)
+            await sync_and_wait(ref, Sync("manual", tuple(sorted(receivers))),
+                                self.sim.clock.now())
+
+    def _threshold_sample(self, lkm_id: str, sae_id: str, pool_size: int) -> None:
+        threshold = self.scenario.lkm_settings(lkm_id).sync.threshold
+        self.sim.sample(pool_node(lkm_id, sae_id), "pool_threshold_keys",
+                        math.ceil(pool_size * threshold))
 
     async def _register(self, sae_id: str, email: str, lkm_id: str) -> None:
         node = self.nodes[lkm_id]
         pool_size = self.scenario.sae_pool_size(sae_id)
         assert node.ref is not None
         await node.ref.ask(Register(sae_id, email, None, pool_size))
-        threshold = self.scenario.lkm_settings(lkm_id).sync.threshold
-        self.sim.sample(pool_node(lkm_id, sae_id), "pool_threshold_keys",
-                        math.ceil(pool_size * threshold))
+        self._threshold_sample(lkm_id, sae_id, pool_size)
 
     async def _spawn_sae(self, sae_id: str, lkm_id: str) -> None:
         assert self.session is not None
@@ -120,7 +180,27 @@ class Network:
         self.saes[sae_id] = await self.sim.spawn(actor)
 
     def _apply_outage(self, outage: Outage, starting: bool) -> None:
-        self.supplies[outage.target or ""].up = not starting
+        kind = self.scenario.target_kind(outage.target) if outage.target else None
+        if kind == "KM":
+            self.kms[outage.target or ""].tell(SetDown(starting))
+        elif outage.kind == "partition":
+            for edge in self._partition_cuts(outage):
+                self.links[edge].tell(SetUp(not starting))
+        elif outage.kind == "degrade":
+            fraction = outage.fraction if starting and outage.fraction is not None else 1.0
+            self.links[self._edge(outage.target or "")].tell(Degrade(fraction))
+        else:
+            self.links[self._edge(outage.target or "")].tell(SetUp(not starting))
+
+    def _edge(self, target: str) -> Edge:
+        a, b = target.split("-", 1)
+        return edge_key(a, b)
+
+    def _partition_cuts(self, outage: Outage) -> list[Edge]:
+        group_of = {km: i for i, group in enumerate(outage.groups or ()) for km in group}
+        rest = len(outage.groups or ())
+        return [edge for edge in sorted(self.links)
+                if group_of.get(edge[0], rest) != group_of.get(edge[1], rest)]
 
     def _schedule_sample(self, delay_s: float) -> None:
         def fire() -> None:

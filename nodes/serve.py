@@ -1,7 +1,8 @@
 """Serve LKMs on real ports in wall-clock time, until told to stop.
 
 :class:`ServedNode` wires one LKM actor to its aiohttp application and a TCP site (plain HTTP, or
-mutual TLS with the node's certificate). :func:`serve_forever` runs one node from a
+mutual TLS with the node's certificate), with its metrics at ``/metrics`` and bounded waits for
+slow or half-open connections (:class:`ServerTimeouts`). :func:`serve_forever` runs one node from a
 :class:`~nodes.config.NodeConfig` until SIGINT/SIGTERM, then shuts down in order: stop accepting
 and finish in-flight requests, then stop the actor (which closes its SQLite file), so no
 acknowledged write is lost.
@@ -10,38 +11,65 @@ acknowledged write is lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import signal
 import ssl
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import web
 
 from nodes.api import create_app
 from nodes.config import NodeConfig
+from nodes.directory import Directory
 from nodes.lkm import LocalKeyManager, Observer, _ignore
+from nodes.observability import NodeMetrics, install, tee
 from nodes.pki import server_ssl_context
 from nodes.supply import KeySupply, LocalKeySupply
 from simulator.actor import ActorRef, ActorSystem
 from simulator.clock import Clock, WallClock
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTimeouts:
+    """Wall-time bounds on a client connection (transport guards; simulated time is unaffected).
+
+    ``idle_s``: a connection that has not sent a whole request head by then is closed (aiohttp's
+    keep-alive timer, armed at connect and after each response); ``body_s``: a body that does not
+    arrive in time is answered 408; ``linger_s``: how long the rest of an unread body is drained
+    before the connection is closed. A TLS handshake is bounded by asyncio's 60 s."""
+
+    idle_s: float = 15.0
+    body_s: float = 10.0
+    linger_s: float = 2.0
+
+
 class ServedNode:
     """One LKM actor behind one aiohttp site."""
 
     def __init__(self, config: NodeConfig, system: ActorSystem, clock: Clock,
-                 supply: KeySupply, observe: Observer = _ignore) -> None:
+                 supply: KeySupply, observe: Observer = _ignore,
+                 directory: Directory | None = None,
+                 timeouts: ServerTimeouts = ServerTimeouts()) -> None:
         self.config = config
         self.system = system
-        self.lkm = LocalKeyManager(config, clock, supply, observe)
+        self.clock = clock
+        self.timeouts = timeouts
+        self.metrics = NodeMetrics(config.local_km_id, clock)
+        self.lkm = LocalKeyManager(config, clock, supply, tee(observe, self.metrics.observe),
+                                   directory)
         self.ref: ActorRef[LocalKeyManager] | None = None
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         self.ref = await self.system.spawn(self.lkm)
-        self.runner = web.AppRunner(create_app(self.ref, self.config), access_log=None,
-                                    shutdown_timeout=10.0)
+        app = create_app(self.ref, self.config, self.clock, body_timeout_s=self.timeouts.body_s)
+        install(app, self.ref, self.metrics)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0,
+                                    keepalive_timeout=self.timeouts.idle_s,
+                                    lingering_time=self.timeouts.linger_s)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.host, self.config.port,
                            ssl_context=self.ssl_context())
@@ -72,7 +100,9 @@ class ServedNode:
 
 async def serve_forever(config: NodeConfig, announce: Callable[[str], Any] = print,
                         stop: asyncio.Event | None = None) -> None:
-    """Serve one node until SIGINT/SIGTERM (or ``stop`` is set)."""
+    """Serve one node until SIGINT/SIGTERM (or ``stop`` is set); one log line per request on
+    stderr unless the process configured logging already."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,8 @@
 
 The LKM only sees the :class:`KeySupply` protocol. On a single served node the next-door key
 manager is stood in for by :class:`LocalKeySupply` (fresh random material, which an outage can take
-down); in a simulated network the KM actor answers instead.
+down, and no network to relay slices over); in a simulated network :class:`nodes.km.KMNetwork`
+answers instead.
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from nodes.errors import KMUnreachable
+from nodes.keystore import Key
 
 
 class KeySupply(Protocol):
-    async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int) -> list[bytes]:
-        """``count`` keys of ``key_bytes`` for ``sae_id``'s pool; raises KMUnreachable."""
+    async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int,
+                    provision: bool = False) -> list[bytes]:
+        """Up to ``count`` keys of ``key_bytes`` for a home pool; raises KMUnreachable.
+        ``provision`` marks a pool's first fill at registration."""
+        ...
+
+    async def fetch_slice(self, lkm_id: str, owner: str, home_lkm: str,
+                          count: int) -> list[Key]:
+        """Up to ``count`` keys of ``owner``'s home pool at ``home_lkm``, relayed to ``lkm_id``."""
         ...
 
 
@@ -25,7 +34,12 @@ class LocalKeySupply:
         self._random_bytes = random_bytes
         self.up = True
 
-    async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int) -> list[bytes]:
+    async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int,
+                    provision: bool = False) -> list[bytes]:
         if not self.up:
             raise KMUnreachable()
         return [self._random_bytes(key_bytes) for _ in range(count)]
+
+    async def fetch_slice(self, lkm_id: str, owner: str, home_lkm: str,
+                          count: int) -> list[Key]:
+        raise KMUnreachable("a single node has no KM network to relay slices over")

@@ -20,11 +20,12 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Coroutine, Generic, TypeVar
 
 from simulator.clock import Activity
 
 A = TypeVar("A", bound="Actor")
+T = TypeVar("T")
 
 
 class Directive(enum.Enum):
@@ -60,6 +61,16 @@ class Actor:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ref: ActorRef[Any] = _UNBOUND
+        self._system: ActorSystem | None = None
+
+    def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run work that must not block this actor's mailbox (awaiting other actors, say).
+
+        The task counts as activity until it ends, is cancelled when the actor stops, and its
+        result should come back as a message (pipe-to-self), never by touching actor state.
+        """
+        assert self._system is not None, "start_task before spawn"
+        return self._system.start_task(self.name, coro)
 
     async def on_start(self) -> None:
         """Called before the first message, and again after a restart."""
@@ -147,6 +158,24 @@ class ActorSystem:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._mailboxes: dict[str, Mailbox] = {}
         self._actors: dict[str, Actor] = {}
+        self._side_tasks: dict[str, set[asyncio.Task[Any]]] = {}
+
+    def start_task(self, owner: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        self.activity.begin()
+        task = asyncio.ensure_future(coro)
+        tasks = self._side_tasks.setdefault(owner, set())
+        tasks.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            tasks.discard(finished)
+            self.activity.end()
+            if not finished.cancelled() and finished.exception() is not None:
+                error = finished.exception()
+                self.failures.append(Failure(owner, "task", f"{type(error).__name__}: {error}",
+                                             Directive.RESUME.value))
+
+        task.add_done_callback(done)
+        return task
 
     async def spawn(self, actor: A) -> ActorRef[A]:
         if actor.name in self._actors:
@@ -154,6 +183,7 @@ class ActorSystem:
         mailbox = Mailbox(self.activity)
         ref: ActorRef[A] = ActorRef(mailbox, actor.name)
         actor.ref = ref
+        actor._system = self
         await actor.on_start()
         self._actors[actor.name] = actor
         self._mailboxes[actor.name] = mailbox
@@ -170,8 +200,10 @@ class ActorSystem:
             if envelope.reply is not None and not envelope.reply.done():
                 envelope.reply.set_exception(ActorStopped(f"{name} stopped"))
         task = self._tasks.pop(name)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        side = self._side_tasks.pop(name, set())
+        for pending in (task, *side):
+            pending.cancel()
+        await asyncio.gather(task, *side, return_exceptions=True)
         await self._actors.pop(name).on_stop()
 
     async def stop_all(self) -> None:

@@ -89,14 +89,16 @@ def _window_label(node: str, outage: object) -> str:
 
 
 def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]) -> Figure:
-    """One line per pool (metric "pool_keys"), sync events as markers by reason, outages shaded."""
+    """One step line per pool (metric "pool_keys": a level holds until the next sample), sync
+    events as markers by reason at the level the sync saw, outages shaded."""
     figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
     pools = recorder.nodes_with("pool_keys")
     for index, pool in enumerate(pools):
         series = recorder.series(pool, "pool_keys")
         label = pool if index < MAX_POOL_LEGEND else "_nolegend_"
-        ax.plot([t / HOUR_S for t, _ in series], [v for _, v in series], lw=1.2, label=label)
+        hours, levels = [t / HOUR_S for t, _ in series], [v for _, v in series]
+        ax.plot(hours, levels, lw=1.2, drawstyle="steps-post", label=label)
     handles = _draw_syncs(ax, recorder)
     _shade_outages(ax, windows)
     ax.set_title(f"{title}: pool levels")
@@ -146,15 +148,14 @@ def _marker_handle(label: str, colour: str, marker: str, face: str | None = None
 
 
 def _level_at(series: list[tuple[float, float]], t_s: float) -> float:
-    """Return the pool level at `t_s` on the drawn (linearly joined) line; 0 without samples."""
-    if not series:
-        return 0.0
-    if t_s <= series[0][0]:
-        return series[0][1]
-    for (t0, v0), (t1, v1) in zip(series, series[1:]):
-        if t0 <= t_s <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t_s - t0) / (t1 - t0)
-    return series[-1][1]
+    """Return the level a sync at `t_s` saw: the last sample before it (the first sample if
+    none, 0 without samples). Lines are drawn as steps, so the marker sits on its pool's line."""
+    level = series[0][1] if series else 0.0
+    for sample_t_s, value in series:
+        if sample_t_s >= t_s:
+            break
+        level = value
+    return level
 
 
 def _shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
@@ -182,7 +183,9 @@ def plot_deliveries(recorder: Recorder, title: str, windows: list[OutageWindow])
         (top, deliveries, "tab:blue", "keys delivered / h"),
         (bottom, failures, "tab:red", "failed sends / h"),
     ):
-        ax.bar(range(hours), _per_hour(rows, hours), width=1.0, align="edge", color=colour)
+        totals = _per_hour(rows, hours)
+        ax.bar(range(hours), totals, width=1.0, align="edge", color=colour)
+        ax.set_ylim(0, max([1.0, *totals]) * 1.1)
         _shade_outages(ax, windows)
         ax.set_ylabel(label)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -207,12 +210,14 @@ def _number(value: object) -> float:
 
 
 def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
-    """Return per-node counts: keys delivered, failed sends, syncs by reason and outcome, and
-    the lowest pool level; plus totals. JSON-able, nodes sorted."""
+    """Return per-node counts: keys generated (KMs), relayed (KMs, by source), delivered to
+    senders and consumed by receivers (LKMs), failed sends (SAEs), syncs by reason and outcome,
+    and the lowest pool level; plus totals. JSON-able, nodes sorted."""
     nodes: dict[str, dict[str, Any]] = {}
-    for event in recorder.events_of("delivery"):
-        row = nodes.setdefault(event.node, _empty_row())
-        row["keys_delivered"] += int(_number(event.get("keys")))
+    for kind, column in COUNTED_KEYS.items():
+        for event in recorder.events_of(kind):
+            row = nodes.setdefault(event.node, _empty_row())
+            row[column] += int(_number(event.get("keys")))
     for event in recorder.events_of("failure"):
         nodes.setdefault(event.node, _empty_row())["failed_sends"] += 1
     syncs = [
@@ -225,15 +230,21 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
         low = min(value for _, value in recorder.series(pool, "pool_keys"))
         nodes.setdefault(pool, _empty_row())["min_pool_keys"] = low
     totals = {
-        "keys_delivered": sum(row["keys_delivered"] for row in nodes.values()),
+        **{column: sum(row[column] for row in nodes.values()) for column in KEY_COLUMNS},
         "failed_sends": sum(row["failed_sends"] for row in nodes.values()),
         "syncs": merge_counts((reason, outcome) for _, reason, outcome in syncs),
     }
     return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals}
 
 
+COUNTED_KEYS = {"generate": "keys_generated", "relay": "keys_relayed",
+                "delivery": "keys_delivered", "consumed": "keys_consumed"}
+KEY_COLUMNS = tuple(COUNTED_KEYS.values())
+
+
 def _empty_row() -> dict[str, Any]:
-    return {"keys_delivered": 0, "failed_sends": 0, "syncs": {}, "min_pool_keys": None}
+    return {**{column: 0 for column in KEY_COLUMNS}, "failed_sends": 0, "syncs": {},
+            "min_pool_keys": None}
 
 
 def format_summary_table(summary: dict[str, Any]) -> str:
@@ -241,7 +252,8 @@ def format_summary_table(summary: dict[str, Any]) -> str:
 
     Syncs read "threshold 3/4": 3 completed (outcome ok) out of 4 attempts.
     """
-    header = ("node", "keys delivered", "failed sends", "syncs ok/attempts", "min pool keys")
+    header = ("node", "generated", "relayed", "delivered", "consumed", "failed sends",
+              "syncs ok/attempts", "min pool keys")
     rows = [_table_row(node, data) for node, data in summary["nodes"].items()]
     total = _table_row("TOTAL", {**summary["totals"], "min_pool_keys": None}, zero="0")
     widths = [max(len(row[i]) for row in [header, *rows, total]) for i in range(len(header))]
@@ -259,7 +271,7 @@ def _table_row(node: str, data: dict[str, Any], zero: str = "-") -> tuple[str, .
     low = data["min_pool_keys"]
     return (
         node,
-        str(data["keys_delivered"] or zero),
+        *(str(data[column] or zero) for column in KEY_COLUMNS),
         str(data["failed_sends"] or zero),
         sync_text or "-",
         "-" if low is None else f"{low:g}",

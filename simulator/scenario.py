@@ -105,6 +105,7 @@ class Defaults(_Frozen):
     """Settings every LKM gets unless it overrides them."""
 
     pool_size: PositiveCount = 1000
+    slice_size: PositiveCount | None = Field(None, description="keys a sender's LKM keeps of a remote receiver's pool (default: half the pool)")
     key_size_bits: KeySizeBits = 8192
     max_keys_per_request: PositiveCount = 100
     sync: SyncPolicy = SyncPolicy()
@@ -188,6 +189,7 @@ class LKM(_Frozen):
     id: Id
     km: Id
     pool_size: PositiveCount | None = None
+    slice_size: PositiveCount | None = None
     key_size_bits: KeySizeBits | None = None
     max_keys_per_request: PositiveCount | None = None
     sync: SyncOverride | None = None
@@ -347,6 +349,7 @@ class LKMSettings:
     id: str
     km: str
     pool_size: int
+    slice_size: int | None
     key_size_bits: int
     max_keys_per_request: int
     sync: SyncPolicy
@@ -417,6 +420,7 @@ class Scenario(_Frozen):
             id=lkm.id,
             km=lkm.km,
             pool_size=lkm.pool_size or base.pool_size,
+            slice_size=lkm.slice_size or base.slice_size,
             key_size_bits=lkm.key_size_bits or base.key_size_bits,
             max_keys_per_request=lkm.max_keys_per_request or base.max_keys_per_request,
             sync=sync,

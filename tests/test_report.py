@@ -80,7 +80,7 @@ def test_the_summary_counts_per_node() -> None:
     assert nodes["SAE_ALICE_001"]["failed_sends"] == 1
     assert nodes[BOB]["min_pool_keys"] == 0 and nodes[ALICE]["min_pool_keys"] == 700
     assert summary["totals"] == {
-        "keys_delivered": 900,
+        "keys_generated": 0, "keys_relayed": 0, "keys_delivered": 900, "keys_consumed": 0,
         "failed_sends": 1,
         "syncs": {"emergency": {"unreachable": 1}, "threshold": {"ok": 1}},
     }
@@ -93,7 +93,7 @@ def test_the_summary_table_is_fixed_width_with_a_total_row() -> None:
     assert lines[1].split("  ")[0] == "node" and lines[1].endswith("min pool keys")
     lkm = next(line for line in lines if line.startswith("LKM_A "))
     assert "900" in lkm and "emergency 0/1, threshold 1/1" in lkm
-    assert lines[-1].split()[:3] == ["TOTAL", "900", "1"]
+    assert lines[-1].split()[:6] == ["TOTAL", "0", "0", "900", "0", "1"]
     header_end = lines[1].index("min pool keys") + len("min pool keys")
     alice = next(line for line in lines if line.startswith(ALICE))
     assert alice.endswith(" 700") and len(alice) == header_end

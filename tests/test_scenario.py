@@ -77,7 +77,7 @@ def test_the_quickstart_scenario_parses_with_the_seed_setup() -> None:
     scenario = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
     assert (scenario.seed, scenario.duration_s) == (42, 7 * 86400.0)
     assert [sae.lkm for sae in scenario.saes] == ["LKM_A", "LKM_A"]
-    assert scenario.outages[0].at_s == 3.5 * 86400 and scenario.outages[0].for_s == 12 * 3600
+    assert scenario.outages[0].at_s == 3.5 * 86400 and scenario.outages[0].for_s == 10 * 3600
     assert scenario.lkm_settings("LKM_A").sync.threshold == 0.10
     assert scenario.expect[-1].kind == "min_syncs" and scenario.expect[-1].reason == "threshold"
 

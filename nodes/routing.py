@@ -1,0 +1,44 @@
+"""Path selection over the KM graph: pure functions on a networkx graph."""
+
+from __future__ import annotations
+
+from typing import Collection, Iterable
+
+import networkx as nx
+
+Edge = tuple[str, str]
+
+
+def km_graph(kms: Iterable[str], links: Iterable[Edge]) -> nx.Graph:
+    graph = nx.Graph()
+    graph.add_nodes_from(sorted(kms))
+    graph.add_edges_from(links)
+    return graph
+
+
+def edge_key(a: str, b: str) -> Edge:
+    """The one name of an undirected link, whichever way it is walked."""
+    return (a, b) if a <= b else (b, a)
+
+
+def shortest_path(graph: nx.Graph, src: str, dst: str, bad_edges: Collection[Edge] = (),
+                  bad_nodes: Collection[str] = ()) -> list[str] | None:
+    """The fewest-hop path avoiding the given links and KMs (ties: the first in name order).
+
+    ``src`` and ``dst`` themselves are never avoided. None when no path exists.
+    """
+    if src == dst:
+        return [src]
+    view = nx.subgraph_view(
+        graph,
+        filter_node=lambda n: n in (src, dst) or n not in bad_nodes,
+        filter_edge=lambda a, b: edge_key(a, b) not in bad_edges)
+    try:
+        paths = nx.all_shortest_paths(view, src, dst)
+        return min(paths)
+    except nx.NetworkXNoPath:
+        return None
+
+
+def hops(path: list[str]) -> list[Edge]:
+    return [edge_key(a, b) for a, b in zip(path, path[1:])]

@@ -1,0 +1,177 @@
+"""The KM network: relay accounting, rerouting, slices and cross-site mail over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from nodes.errors import KMUnreachable
+from nodes.harness import run
+from nodes.km import KMNetwork
+from nodes.messages import ListPools
+from nodes.network import Network
+from nodes.qkd_link import Level, SetUp
+from nodes.routing import edge_key
+from simulator.runtime import Simulation
+from simulator.scenario import parse_scenario
+
+API = "/api/v1/keys"
+A, B, C = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001"
+KEY_BITS = 8192
+
+
+def topology(links: list[dict], kms: int = 3, traffic: list | None = None, **extra) -> dict:
+    """Alice on LKM_A (KM1), Bob and Carol on LKM_B (the last KM)."""
+    data = {
+        "name": "net", "seed": 1, "duration": "1d",
+        "defaults": {"pool_size": 100, "slice_size": 40},
+        "kms": [{"id": f"KM{i}"} for i in range(1, kms + 1)], "links": links,
+        "lkms": [{"id": "LKM_A", "km": "KM1"}, {"id": "LKM_B", "km": f"KM{kms}"}],
+        "saes": [{"id": A, "email": "alice@example.com", "lkm": "LKM_A"},
+                 {"id": B, "email": "bob@example.com", "lkm": "LKM_B"},
+                 {"id": C, "email": "carol@example.com", "lkm": "LKM_B"}],
+        "traffic": traffic if traffic is not None else [
+            {"from": A, "to": B, "mails_per_hour": 1, "mail_bytes": 1000}],
+    }
+    data.update(extra)
+    return data
+
+
+LINE = [{"a": "KM1", "b": "KM2", "rate_bps": 1000}, {"a": "KM2", "b": "KM3", "rate_bps": 1000}]
+SQUARE = [{"a": "KM1", "b": "KM2", "rate_bps": 1000}, {"a": "KM2", "b": "KM4", "rate_bps": 1000},
+          {"a": "KM1", "b": "KM3", "rate_bps": 1000}, {"a": "KM3", "b": "KM4", "rate_bps": 1000}]
+
+
+@asynccontextmanager
+async def network(tmp_path: Path, data: dict) -> AsyncIterator[Network]:
+    scenario = parse_scenario(data)
+    sim = Simulation(scenario.seed)
+    net = Network(scenario, sim, tmp_path)
+    try:
+        await net.start()
+        await sim.activity.wait_idle()
+        yield net
+    finally:
+        await net.close()
+        await sim.shutdown()
+
+
+async def levels(net: Network) -> dict[tuple[str, str], float]:
+    return {edge: await ref.ask(Level()) for edge, ref in net.links.items()}
+
+
+async def pools(net: Network, lkm: str) -> dict[str, int]:
+    reply = await net.lkm_refs[lkm].ask(ListPools())
+    return {p["sae_id"]: p["available_keys"] for p in reply["pools"]}
+
+
+async def call(net: Network, lkm: str, sae: str, method: str, path: str, **kw) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, net.nodes[lkm].url + path,
+                                   headers={"X-SAE-ID": sae}, **kw) as response:
+            return response.status, json.loads(await response.text())
+
+
+async def test_a_relay_spends_the_relayed_bits_on_every_hop(tmp_path: Path) -> None:
+    async with network(tmp_path, topology(LINE)) as net:
+        before = await levels(net)
+        path = await net.km_network.relay("KM3", "KM1", 5 * KEY_BITS)
+        after = await levels(net)
+    assert path == ["KM3", "KM2", "KM1"]
+    assert {edge: before[edge] - after[edge] for edge in before} == {
+        ("KM1", "KM2"): 5 * KEY_BITS, ("KM2", "KM3"): 5 * KEY_BITS}
+
+
+async def test_opening_a_slice_ships_keys_over_the_relay_and_accounts_every_hop(tmp_path) -> None:
+    buffer_bits = 10_000_000
+    async with network(tmp_path, topology(LINE)) as net:
+        spent = {edge: buffer_bits - level for edge, level in (await levels(net)).items()}
+        assert (await pools(net, "LKM_A"))[B] == 40  # the slice was filled before the run
+        assert (await pools(net, "LKM_B"))[B] == 60  # shipped out of Bob's home pool
+    assert spent == {("KM1", "KM2"): 40 * KEY_BITS, ("KM2", "KM3"): 40 * KEY_BITS}
+
+
+async def test_a_link_down_reroutes_over_another_path(tmp_path: Path) -> None:
+    async with network(tmp_path, topology(SQUARE, kms=4)) as net:
+        first = await net.km_network.relay("KM1", "KM4", KEY_BITS)
+        net.links[edge_key("KM1", "KM2")].tell(SetUp(False))
+        second = await net.km_network.relay("KM1", "KM4", KEY_BITS)
+    assert first == ["KM1", "KM2", "KM4"] and second == ["KM1", "KM3", "KM4"]
+
+
+async def test_no_path_fails_cleanly_with_nothing_spent_or_shipped(tmp_path: Path) -> None:
+    async with network(tmp_path, topology(SQUARE, kms=4)) as net:
+        net.links[edge_key("KM2", "KM4")].tell(SetUp(False))
+        net.links[edge_key("KM3", "KM4")].tell(SetUp(False))
+        before_links, before_home = await levels(net), await pools(net, "LKM_B")
+        assert await net.km_network.relay("KM1", "KM4", KEY_BITS) is None
+        with pytest.raises(KMUnreachable):
+            await net.km_network.fetch_slice("LKM_A", B, "LKM_B", 10)
+        assert await levels(net) == before_links
+        assert await pools(net, "LKM_B") == before_home
+
+
+async def test_cross_site_keys_match_and_are_consumed_once_on_each_side(tmp_path: Path) -> None:
+    async with network(tmp_path, topology(LINE)) as net:
+        status, body = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 3})
+        assert status == 200
+        ids = [{"key_ID": k["key_ID"]} for k in body["keys"]]
+        sent = [base64.b64decode(k["key"]) for k in body["keys"]]
+        status, read = await call(net, "LKM_B", B, "POST", f"{API}/{A}/dec_keys",
+                                  json={"key_IDs": ids})
+        assert status == 200 and [base64.b64decode(k["key"]) for k in read["keys"]] == sent
+        status, again = await call(net, "LKM_B", B, "POST", f"{API}/{A}/dec_keys",
+                                   json={"key_IDs": ids})
+        assert status == 400 and "not found" in again["message"]
+        status, _ = await call(net, "LKM_B", C, "POST", f"{API}/{A}/dec_keys", json={"key_IDs": ids})
+        assert status == 401
+        status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{A}/dec_keys", json={"key_IDs": ids})
+        assert status == 401  # Alice is not a slave of Bob's keys, anywhere
+        assert (await pools(net, "LKM_A"))[B] == 37
+        audit = await net.audit_counts()
+        assert audit["reused_key_ids"] == 0
+
+
+async def test_an_empty_slice_with_no_route_is_503_and_loses_nothing(tmp_path: Path) -> None:
+    data = topology(LINE, defaults={"pool_size": 100, "slice_size": 10,
+                                    "sync": {"threshold": 0.1, "emergency": 0.05}})
+    async with network(tmp_path, data) as net:
+        net.links[edge_key("KM2", "KM3")].tell(SetUp(False))
+        home_before = (await pools(net, "LKM_B"))[B]
+        for _ in range(10):
+            status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 1})
+            assert status == 200
+        await net.sim.activity.wait_idle()
+        status, body = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 1})
+        assert status == 503 and body["message"]
+        await net.sim.activity.wait_idle()
+        assert (await pools(net, "LKM_B"))[B] == home_before  # shipped keys came back
+        syncs = net.sim.recorder.events_of("sync")
+        assert [e.get("outcome") for e in syncs if e.get("pool") == f"LKM_A/{B}"][-1] == \
+            "unreachable"
+
+
+async def test_a_draining_slice_syncs_at_threshold_then_emergency(tmp_path: Path) -> None:
+    data = topology(LINE, duration="2d", defaults={"pool_size": 400, "slice_size": 100},
+                    traffic=[{"from": A, "to": B, "mails_per_hour": 10, "mail_bytes": 1000}],
+                    outages=[{"at": "1h", "target": "KM2-KM3", "kind": "down"}])
+    await run(parse_scenario(data), tmp_path / "out")
+    events = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
+    slice_syncs = [e["data"] for e in events
+                   if e["kind"] == "sync" and e["data"]["pool"] == f"LKM_A/{B}"
+                   and e["data"]["reason"] in ("threshold", "emergency")]
+    reasons = [s["reason"] for s in slice_syncs]
+    assert reasons[0] == "threshold" and "emergency" in reasons
+    first_emergency = reasons.index("emergency")
+    assert all(r == "threshold" for r in reasons[:first_emergency])
+    for sync in slice_syncs:
+        level = 100 - sync["keys_requested"]  # what the slice held when the sync started
+        assert level < (10 if sync["reason"] == "threshold" else 5)
+        assert level >= (5 if sync["reason"] == "threshold" else 0)
+        assert sync["outcome"] == "unreachable"
