@@ -21,6 +21,9 @@ from simulator.runtime import ProgressFn, Simulation
 from simulator.scenario import Scenario
 
 
+MAX_PRINTED_ROWS = 40
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     out_dir: Path
@@ -75,7 +78,10 @@ def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir:
 
 def format_outcome(outcome: RunOutcome) -> str:
     """The summary table, the audit, each expectation's verdict, and where the files are."""
-    lines = [format_summary_table(outcome.summary).rstrip(), ""]
+    table = format_summary_table(outcome.summary).rstrip().splitlines()
+    if len(table) > MAX_PRINTED_ROWS:  # a city has thousands of pools: the file has them all
+        table = table[:3] + [f"... {len(table) - 6} more rows in summary.txt ..."] + table[-3:]
+    lines = [*table, ""]
     audit = outcome.summary["audit"]
     lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
                  "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
