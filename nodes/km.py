@@ -28,7 +28,7 @@ from nodes.keystore import Key
 from nodes.messages import ShipSlice, UnshipSlice
 from nodes.qkd_link import Refund, Spend
 from nodes.routing import Edge, hops, shortest_path
-from simulator.actor import Actor, ActorRef
+from simulator.actor import Actor, ActorRef, ActorStopped
 from simulator.clock import Clock
 
 BUDGET_WINDOW_S = 3600.0
@@ -118,18 +118,28 @@ class KMNetwork:
         src, dst = self.directory.km_of(home_lkm), self.directory.km_of(lkm_id)
         for km in {src, dst}:
             await self.kms[km].ask(Ping())
-        keys: list[Key] = await self.lkms[home_lkm].ask(ShipSlice(owner, lkm_id, count))
+        keys: list[Key] = await self._ask_lkm(home_lkm, ShipSlice(owner, lkm_id, count))
         if not keys:
             return []
         bits = sum(len(k.material) * 8 for k in keys)
         path = await self.relay(src, dst, bits)
         if path is None:
-            await self.lkms[home_lkm].ask(UnshipSlice(owner, tuple(k.key_id for k in keys)))
+            await self._ask_lkm(home_lkm, UnshipSlice(owner, tuple(k.key_id for k in keys)))
             self.record("relay_failure", src, to=dst, bits=bits, keys=len(keys))
             raise KMUnreachable(f"no path from {src} to {dst} can carry {bits} bits")
         self.record("relay", src, to=dst, bits=bits, keys=len(keys), hops=len(path) - 1,
                     path="-".join(path))
         return keys
+
+    async def _ask_lkm(self, lkm_id: str, message: object) -> Any:
+        """An LKM that is down (crashed) is as unreachable as a KM that is down."""
+        ref = self.lkms.get(lkm_id)
+        if ref is None:
+            raise KMUnreachable(f"{lkm_id} is down")
+        try:
+            return await ref.ask(message)
+        except ActorStopped:
+            raise KMUnreachable(f"{lkm_id} went down") from None
 
     async def relay(self, src: str, dst: str, bits: int) -> list[str] | None:
         """Spend ``bits`` on every hop of a fewest-hop usable path; None (nothing spent) if no

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from typing import Any, Awaitable, Callable, Protocol
 
 from nodes.config import NodeConfig
@@ -68,6 +69,8 @@ class LocalKeyManager(Actor):
         self._timer: Timer | None = None
         self._next_sync_s: float | None = None
         self._in_flight: set[str] = set()
+        self._sync_queue: deque[tuple[str, PoolStatus, int, asyncio.Future[Any]]] = deque()
+        self._worker_scheduled = False
         self._retry_after: dict[str, float] = {}
         self.km_available = True
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
@@ -87,6 +90,9 @@ class LocalKeyManager(Actor):
     async def on_stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for _, _, _, done in self._sync_queue:
+            done.cancel()
+        self._sync_queue.clear()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -185,8 +191,12 @@ class LocalKeyManager(Actor):
         await self._pool_or_new_slice(msg.slave)
         if msg.slave == msg.caller:
             raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
-        keys = await self._store.reserve(msg.slave, msg.caller, msg.slave, msg.number,
-                                         size_bits, self.clock.now())
+        try:
+            keys = await self._store.reserve(msg.slave, msg.caller, msg.slave, msg.number,
+                                             size_bits, self.clock.now())
+        except InsufficientKeys:
+            await self._check_level(msg.slave)  # a refused send is what a drained pool looks like
+            raise
         self.observe("delivery", self.name, pool=pool_node(self.name, msg.slave),
                      master=msg.caller, slave=msg.slave, keys=len(keys))
         await self._check_level(msg.slave)
@@ -278,8 +288,8 @@ class LocalKeyManager(Actor):
         if reason is not None:
             self._start_sync(reason, pool)
 
-    async def _sync(self, msg: Sync) -> list[asyncio.Task[dict[str, Any]]]:
-        """Start one fetch per chosen pool; the reply is the tasks (await them for results)."""
+    async def _sync(self, msg: Sync) -> list[asyncio.Future[dict[str, Any]]]:
+        """Queue one fetch per chosen pool; the reply is their futures (await them for results)."""
         if msg.reason not in SYNC_REASONS:
             raise BadRequest(f"unknown sync reason {msg.reason!r}")
         if msg.users:
@@ -290,12 +300,34 @@ class LocalKeyManager(Actor):
         tasks = [self._start_sync(msg.reason, pool) for pool in targets]
         return [task for task in tasks if task is not None]
 
-    def _start_sync(self, reason: str, pool: PoolStatus) -> asyncio.Task[dict[str, Any]] | None:
+    def _start_sync(self, reason: str, pool: PoolStatus) -> asyncio.Future[dict[str, Any]] | None:
+        """Queue a pool's sync; the queue is drained by one worker, started in a clock step of
+        its own, so syncs never interleave with each other or with the request that triggered
+        them (which is what keeps virtual-time runs repeatable)."""
         asked = pool.pool_size_limit - pool.available_keys
         if asked <= 0 or pool.sae_id in self._in_flight:
             return None
         self._in_flight.add(pool.sae_id)
-        return self.start_task(self._fetch_for_sync(reason, pool, asked))
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._sync_queue.append((reason, pool, asked, done))
+        if not self._worker_scheduled:
+            self._worker_scheduled = True
+            self.clock.call_later(0.0, self._launch_sync_worker)
+        return done
+
+    def _launch_sync_worker(self) -> None:
+        if self.store is not None:  # not stopped (crashed) meanwhile
+            self.start_task(self._drain_sync_queue())
+
+    async def _drain_sync_queue(self) -> None:
+        try:
+            while self._sync_queue:
+                reason, pool, asked, done = self._sync_queue.popleft()
+                result = await self._fetch_for_sync(reason, pool, asked)
+                if not done.done():
+                    done.set_result(result)
+        finally:
+            self._worker_scheduled = False
 
     async def _fetch_for_sync(self, reason: str, pool: PoolStatus,
                               asked: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ that asks for it, never silently ignored.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ import aiohttp
 from nodes.config import NodeConfig, SyncPolicy
 from nodes.directory import Directory
 from nodes.km import KeyManager, KMNetwork, SetDown
-from nodes.lkm import sync_and_wait
 from nodes.messages import AddRemote, Audit, ListPools, Register, Sync
 from nodes.pki import safe_file_stem
 from nodes.qkd_link import Degrade, QKDLink, SetUp
@@ -34,7 +34,8 @@ from simulator.runtime import Simulation
 from simulator.scenario import Link, MailTraffic, Outage, Scenario, ScenarioError
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
-SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition")}
+SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition"),
+                     ("LKM", "crash")}
 
 
 def unsupported(scenario: Scenario) -> list[str]:
@@ -85,6 +86,7 @@ class Network:
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
                                     sim.record)
         self.nodes: dict[str, ServedNode] = {}
+        self._ports: dict[str, int] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
         self.session: aiohttp.ClientSession | None = None
 
@@ -143,6 +145,7 @@ class Network:
     async def _open_slices(self) -> None:
         """Give each sender's LKM a slice of every remote receiver's pool, and fill it."""
         wanted: dict[str, set[str]] = {}
+        pending: list[asyncio.Future[Any]] = []
         for flow in self.scenario.traffic:
             assert isinstance(flow, MailTraffic)
             here, home = self.directory.home_of(flow.from_sae), self.directory.home_of(flow.to_sae)
@@ -156,8 +159,9 @@ class Network:
                 await ref.ask(AddRemote(sae, self.directory.sae_home[sae], size,
                                         self.directory.sae_email.get(sae)))
                 self._threshold_sample(lkm_id, sae, size)
-            await sync_and_wait(ref, Sync("manual", tuple(sorted(receivers))),
-                                self.sim.clock.now())
+            pending += await ref.ask(Sync("manual", tuple(sorted(receivers))))
+        await self.sim.run(self.sim.clock.now())  # the sync workers start on the clock
+        await asyncio.gather(*pending)
 
     def _threshold_sample(self, lkm_id: str, sae_id: str, pool_size: int) -> None:
         threshold = self.scenario.lkm_settings(lkm_id).sync.threshold
@@ -181,7 +185,10 @@ class Network:
 
     def _apply_outage(self, outage: Outage, starting: bool) -> None:
         kind = self.scenario.target_kind(outage.target) if outage.target else None
-        if kind == "KM":
+        if outage.kind == "crash":
+            lkm_id = outage.target or ""
+            self.sim.start_task(self._crash(lkm_id) if starting else self._restart(lkm_id))
+        elif kind == "KM":
             self.kms[outage.target or ""].tell(SetDown(starting))
         elif outage.kind == "partition":
             for edge in self._partition_cuts(outage):
@@ -191,6 +198,24 @@ class Network:
             self.links[self._edge(outage.target or "")].tell(Degrade(fraction))
         else:
             self.links[self._edge(outage.target or "")].tell(SetUp(not starting))
+
+    async def _crash(self, lkm_id: str) -> None:
+        """The LKM process dies: its site and actor (with all in-memory state) are gone; its
+        SQLite file stays, with every transaction it committed."""
+        node = self.nodes[lkm_id]
+        self.lkm_refs.pop(lkm_id, None)
+        self._ports[lkm_id] = node.port or 0
+        await node.stop()
+
+    async def _restart(self, lkm_id: str) -> None:
+        """A new process on the same database and port."""
+        config = self.node_config(lkm_id).with_values(port=self._ports[lkm_id])
+        node = ServedNode(config, self.sim.system, self.sim.clock, self.km_network,
+                          observe=self.sim.record, directory=self.directory)
+        await node.start()
+        assert node.ref is not None
+        self.nodes[lkm_id] = node
+        self.lkm_refs[lkm_id] = node.ref
 
     def _edge(self, target: str) -> Edge:
         a, b = target.split("-", 1)
@@ -211,7 +236,8 @@ class Network:
 
     async def sample_pools(self) -> None:
         for lkm_id, node in self.nodes.items():
-            assert node.ref is not None
+            if node.ref is None:  # crashed
+                continue
             reply = await node.ref.ask(ListPools())
             for pool in reply["pools"]:
                 self.sim.sample(pool_node(lkm_id, pool["sae_id"]), "pool_keys",
@@ -221,7 +247,8 @@ class Network:
         """The SAEs' audit plus the stores' own: key material stored twice counts as reuse."""
         counts = self.audit.as_dict()
         for node in self.nodes.values():
-            assert node.ref is not None
+            if node.ref is None:
+                continue
             counts["reused_key_ids"] += (await node.ref.ask(Audit()))["duplicate_material"]
         return counts
 

@@ -43,6 +43,11 @@ class MailArrived:
     from_sae: str
     key_ids: tuple[str, ...]
     digest: str
+    attempt: int = 0
+
+
+READ_RETRY_S = 600.0  # a receiver whose LKM is unreachable tries again ten minutes later
+READ_ATTEMPTS = 36  # six hours
 
 
 @dataclass
@@ -123,6 +128,10 @@ class SimulatedSAE(Actor):
             chunk = mail.key_ids[start:start + self.max_keys_per_request]
             status, body = await self._post(f"{API}/{mail.from_sae}/dec_keys",
                                             {"key_IDs": [{"key_ID": k} for k in chunk]})
+            if status in (0, 503) and mail.attempt + 1 < READ_ATTEMPTS:
+                retry = MailArrived(mail.from_sae, mail.key_ids, mail.digest, mail.attempt + 1)
+                self.clock.call_later(READ_RETRY_S, lambda: self.ref.tell(retry))
+                return
             if status != 200:
                 self.audit.mismatched_keys += len(mail.key_ids)
                 self.record("receive_failure", self.name, sender=mail.from_sae,
