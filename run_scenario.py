@@ -2,7 +2,7 @@
 """qkdsim command line: load, build, run, report. The logic lives in simulator/ and nodes/.
 
   run_scenario.py SCENARIO.yaml [--out DIR] [--seed N] [--until DURATION]   run a scenario
-  run_scenario.py SCENARIO.yaml --serve                                      serve it in wall time
+  run_scenario.py SCENARIO.yaml --serve [--record trace.jsonl]   serve it in wall time
   run_scenario.py --serve                    serve one LKM configured by the seed's env variables
   run_scenario.py validate SCENARIO.yaml     check a scenario, print its errors
   run_scenario.py schema                     print the scenario JSON Schema
@@ -131,7 +131,7 @@ class Progress:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from nodes.harness import format_outcome, run
+    from nodes.harness import format_outcome, run, serve
     from simulator.scenario import ScenarioError
 
     scenario = load(args.scenario, args.seed, args.until)
@@ -139,8 +139,12 @@ def run_main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     out_dir = args.out or Path("results") / scenario.name
     progress = Progress()
+    announce = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        outcome = asyncio.run(run(scenario, out_dir, progress))
+        if args.serve:
+            outcome = asyncio.run(serve(scenario, out_dir, args.record, announce))
+        else:
+            outcome = asyncio.run(run(scenario, out_dir, progress))
     except ScenarioError as error:
         progress.close()
         print(f"cannot run {args.scenario}:", file=sys.stderr)
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results folder (default results/<name>)")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--until", help="override the scenario's duration, e.g. 2d")
+    parser.add_argument("--record", type=Path,
+                        help="with --serve: write every external request to this trace (JSONL)")
     args = parser.parse_args(argv)
     if args.serve and args.scenario is None:
         return serve_node_main()
@@ -173,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("error: a scenario file or --serve is required", file=sys.stderr)
         return EXIT_USAGE
-    if args.serve:
-        print("error: serving a scenario is not supported yet; use --serve alone", file=sys.stderr)
+    if args.record is not None and not args.serve:
+        print("error: --record goes with --serve", file=sys.stderr)
         return EXIT_USAGE
     return run_main(args)
 

@@ -7,14 +7,17 @@ LKM's SQLite file as the run left it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from nodes.network import Network
+from nodes.trace import TraceWriter
 from simulator.expect import ExpectationResult, evaluate
 from simulator.report import format_summary_table, write_report
 from simulator.runtime import ProgressFn, Simulation
@@ -40,21 +43,69 @@ class RunOutcome:
 
 
 async def run(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None) -> RunOutcome:
-    started = time.perf_counter()
+    """Run a scenario on its own clock to its end, and report."""
+    return await _execute(scenario, out_dir, scenario.clock,
+                          lambda sim: sim.run(scenario.duration_s, progress))
+
+
+async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
+                announce: Callable[[str], Any] = print,
+                stop: asyncio.Event | None = None) -> RunOutcome:
+    """Run a scenario in wall-clock time with its LKMs open to external clients, until its
+    duration ends or ``stop`` is set (SIGINT/SIGTERM set it), then report as for any run."""
+    stop = stop or asyncio.Event()
+    writer = TraceWriter(record) if record is not None else None
+
+    async def until_stopped(sim: Simulation) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        announce(f"serving {scenario.name} in wall-clock time (x{scenario.time_scale:g}); "
+                 "Ctrl-C writes the results")
+        waiter = asyncio.ensure_future(stop.wait())
+        runner = asyncio.ensure_future(sim.run(scenario.duration_s))
+        try:
+            await asyncio.wait([waiter, runner], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, runner):
+                task.cancel()
+            await asyncio.gather(waiter, runner, return_exceptions=True)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    def show(network: Network) -> None:
+        for lkm_id, node in network.nodes.items():
+            announce(f"  {lkm_id}: {node.url}  (KM {network.directory.km_of(lkm_id)})")
+
+    try:
+        return await _execute(scenario, out_dir, "wall", until_stopped, writer, show)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _execute(scenario: Scenario, out_dir: Path, clock: str,
+                   drive: Callable[[Simulation], Awaitable[None]],
+                   trace: TraceWriter | None = None,
+                   started: Callable[[Network], None] | None = None) -> RunOutcome:
+    began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = out_dir / "state"
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir()
-    sim = Simulation(scenario.seed, scenario.clock, scenario.time_scale)
-    network = Network(scenario, sim, state_dir)
+    sim = Simulation(scenario.seed, clock, scenario.time_scale)
+    network = Network(scenario, sim, state_dir, trace, serving=clock == "wall")
     try:
         await network.start()
-        await sim.run(scenario.duration_s, progress)
+        if started is not None:
+            started(network)
+        await drive(sim)
+        await sim.activity.wait_idle()
         audit = await network.audit_counts()
     finally:
         await network.close()
         await sim.shutdown()
-    return _report(scenario, sim, audit, out_dir, time.perf_counter() - started)
+    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began)
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
@@ -68,7 +119,7 @@ def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir:
                      for f in sim.system.failures)
     summary = json.loads((out_dir / "summary.json").read_text())
     summary.update({
-        "seed": scenario.seed, "simulated_s": scenario.duration_s, "steps": sim.steps,
+        "seed": scenario.seed, "simulated_s": round(min(sim.clock.now(), scenario.duration_s), 6), "steps": sim.steps,
         "audit": audit, "actor_failures": list(failures),
         "expectations": [{"name": r.name, "passed": r.passed, "figure": r.figure}
                          for r in results]})

@@ -27,11 +27,13 @@ from nodes.qkd_link import Degrade, QKDLink, SetUp
 from nodes.routing import Edge, edge_key, km_graph
 from nodes.sae import Flow, MailAudit, SimulatedSAE
 from nodes.serve import ServedNode
+from nodes.trace import Replayer, TraceWriter, load_trace, recorder_hook
 from simulator.actor import ActorRef
 from simulator.faults import schedule_outages
 from simulator.metrics import pool_node
 from simulator.runtime import Simulation
-from simulator.scenario import Link, MailTraffic, Outage, Scenario, ScenarioError
+from simulator.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenario,
+                                ScenarioError)
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition"),
@@ -42,8 +44,8 @@ def unsupported(scenario: Scenario) -> list[str]:
     """What this build of qkdsim cannot run yet, as "path: message" lines."""
     errors = []
     for i, flow in enumerate(scenario.traffic):
-        if not isinstance(flow, MailTraffic):
-            errors.append(f"traffic.{i}.replay: replaying a trace is not supported yet")
+        if isinstance(flow, ReplayTraffic) and not Path(flow.replay).is_file():
+            errors.append(f"traffic.{i}.replay: no such trace file '{flow.replay}'")
     for i, outage in enumerate(scenario.outages):
         kind = scenario.target_kind(outage.target) if outage.target else None
         if (kind, outage.kind) not in SUPPORTED_OUTAGES:
@@ -70,12 +72,15 @@ def slice_size(configured: int | None, pool_size: int) -> int:
 
 
 class Network:
-    def __init__(self, scenario: Scenario, sim: Simulation, state_dir: Path) -> None:
+    def __init__(self, scenario: Scenario, sim: Simulation, state_dir: Path,
+                 trace: TraceWriter | None = None, serving: bool = False) -> None:
         errors = unsupported(scenario)
         if errors:
             raise ScenarioError(errors)
         self.scenario = scenario
         self.sim = sim
+        self.trace = trace
+        self.serving = serving
         self.state_dir = state_dir
         self.audit = MailAudit()
         self.directory = directory_of(scenario)
@@ -103,7 +108,9 @@ class Network:
         for ref in self.saes.values():
             self.sim.system.actor(ref.name).peers = self.saes  # type: ignore[attr-defined]
         for flow in self.scenario.traffic:
-            assert isinstance(flow, MailTraffic)
+            if isinstance(flow, ReplayTraffic):
+                await self._start_replay(Path(flow.replay))
+                continue
             sender = self.sim.system.actor(flow.from_sae)
             sender.start_flow(Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))  # type: ignore[attr-defined]
         schedule_outages(self.sim, self.scenario.outages, self._apply_outage)
@@ -134,9 +141,21 @@ class Network:
                             self.sim.record)
             self.links[edge_key(link.a, link.b)] = await self.sim.spawn(actor)
 
+    async def _start_replay(self, path: Path) -> None:
+        assert self.session is not None
+        urls = {lkm_id: node.url for lkm_id, node in self.nodes.items()}
+        replayer = Replayer(load_trace(path), urls, self.session, self.sim.clock,
+                            self.sim.record)
+        await self.sim.spawn(replayer)
+        replayer.schedule()
+
+    def _served_node(self, lkm_id: str, config: NodeConfig) -> ServedNode:
+        hooks = [] if self.trace is None else [recorder_hook(lkm_id, self.sim.clock, self.trace)]
+        return ServedNode(config, self.sim.system, self.sim.clock, self.km_network,
+                          observe=self.sim.record, directory=self.directory, app_hooks=hooks)
+
     async def _start_lkm(self, lkm_id: str) -> None:
-        node = ServedNode(self.node_config(lkm_id), self.sim.system, self.sim.clock,
-                          self.km_network, observe=self.sim.record, directory=self.directory)
+        node = self._served_node(lkm_id, self.node_config(lkm_id))
         await node.start()
         assert node.ref is not None
         self.nodes[lkm_id] = node
@@ -146,11 +165,8 @@ class Network:
         """Give each sender's LKM a slice of every remote receiver's pool, and fill it."""
         wanted: dict[str, set[str]] = {}
         pending: list[asyncio.Future[Any]] = []
-        for flow in self.scenario.traffic:
-            assert isinstance(flow, MailTraffic)
-            here, home = self.directory.home_of(flow.from_sae), self.directory.home_of(flow.to_sae)
-            if here is not None and home is not None and here != home:
-                wanted.setdefault(here, set()).add(flow.to_sae)
+        for here, receiver in self._slice_pairs():
+            wanted.setdefault(here, set()).add(receiver)
         for lkm_id, receivers in sorted(wanted.items()):
             ref = self.lkm_refs[lkm_id]
             for sae in sorted(receivers):
@@ -162,6 +178,21 @@ class Network:
             pending += await ref.ask(Sync("manual", tuple(sorted(receivers))))
         await self.sim.run(self.sim.clock.now())  # the sync workers start on the clock
         await asyncio.gather(*pending)
+
+    def _slice_pairs(self) -> list[tuple[str, str]]:
+        """(sender's LKM, remote receiver) for every mail flow; when serving external clients
+        (or replaying them), every LKM gets a slice of every remote SAE, since any of them may be
+        written to."""
+        if self.serving or any(isinstance(f, ReplayTraffic) for f in self.scenario.traffic):
+            return [(lkm.id, sae.id) for lkm in self.scenario.lkms for sae in self.scenario.saes
+                    if sae.lkm != lkm.id]
+        pairs = []
+        for flow in self.scenario.traffic:
+            if isinstance(flow, MailTraffic):
+                here, home = self.directory.sae_home[flow.from_sae], self.directory.sae_home[flow.to_sae]
+                if here != home:
+                    pairs.append((here, flow.to_sae))
+        return pairs
 
     def _threshold_sample(self, lkm_id: str, sae_id: str, pool_size: int) -> None:
         threshold = self.scenario.lkm_settings(lkm_id).sync.threshold
@@ -209,9 +240,8 @@ class Network:
 
     async def _restart(self, lkm_id: str) -> None:
         """A new process on the same database and port."""
-        config = self.node_config(lkm_id).with_values(port=self._ports[lkm_id])
-        node = ServedNode(config, self.sim.system, self.sim.clock, self.km_network,
-                          observe=self.sim.record, directory=self.directory)
+        node = self._served_node(lkm_id, self.node_config(lkm_id).with_values(
+            port=self._ports[lkm_id]))
         await node.start()
         assert node.ref is not None
         self.nodes[lkm_id] = node

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import aiohttp
 
+from nodes.trace import SIMULATED_HEADER
 from simulator.actor import Actor, ActorRef
 from simulator.clock import Clock
 
@@ -149,7 +150,8 @@ class SimulatedSAE(Actor):
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         try:
             async with self.session.post(self.home_url + path, json=body,
-                                         headers={"X-SAE-ID": self.name}) as response:
+                                         headers={"X-SAE-ID": self.name,
+                                                  SIMULATED_HEADER: "sae"}) as response:
                 return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, ValueError) as error:
             return 0, {"message": type(error).__name__}

@@ -16,7 +16,7 @@ import secrets
 import signal
 import ssl
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from aiohttp import web
 
@@ -51,8 +51,10 @@ class ServedNode:
     def __init__(self, config: NodeConfig, system: ActorSystem, clock: Clock,
                  supply: KeySupply, observe: Observer = _ignore,
                  directory: Directory | None = None,
-                 timeouts: ServerTimeouts = ServerTimeouts()) -> None:
+                 timeouts: ServerTimeouts = ServerTimeouts(),
+                 app_hooks: Sequence[Callable[[web.Application], None]] = ()) -> None:
         self.config = config
+        self.app_hooks = tuple(app_hooks)
         self.system = system
         self.clock = clock
         self.timeouts = timeouts
@@ -67,6 +69,8 @@ class ServedNode:
         self.ref = await self.system.spawn(self.lkm)
         app = create_app(self.ref, self.config, self.clock, body_timeout_s=self.timeouts.body_s)
         install(app, self.ref, self.metrics)
+        for hook in self.app_hooks:  # e.g. the request recorder of `--record`
+            hook(app)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0,
                                     keepalive_timeout=self.timeouts.idle_s,
                                     lingering_time=self.timeouts.linger_s)
