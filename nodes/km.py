@@ -26,7 +26,7 @@ from nodes.directory import Directory
 from nodes.errors import KMUnreachable
 from nodes.keystore import Key
 from nodes.messages import ShipSlice, UnshipSlice
-from nodes.qkd_link import Refund, Spend
+from nodes.qkd_link import GetLatency, Refund, Spend
 from nodes.routing import Edge, hops, shortest_path
 from simulator.actor import Actor, ActorRef, ActorStopped
 from simulator.clock import Clock
@@ -100,8 +100,9 @@ class KMNetwork:
 
     def __init__(self, directory: Directory, graph: nx.Graph, kms: Mapping[str, ActorRef[Any]],
                  links: Mapping[Edge, ActorRef[Any]], lkms: Mapping[str, ActorRef[Any]],
-                 record: Callable[..., None]) -> None:
+                 record: Callable[..., None], clock: Clock) -> None:
         self.directory = directory
+        self.clock = clock
         self.graph = graph
         self.kms = kms
         self.links = links
@@ -153,9 +154,18 @@ class KMNetwork:
                 continue
             failed = await self._spend_path(path, bits)
             if failed is None:
+                await self._cross(path)
                 return path
             bad_edges.add(failed)
         return None
+
+    async def _cross(self, path: list[str]) -> None:
+        """The relay takes as long as the added latency of the links it crossed."""
+        delay_s = 0.0
+        for edge in hops(path):
+            delay_s += await self.links[edge].ask(GetLatency())
+        if delay_s > 0:
+            await self.clock.sleep(delay_s)
 
     async def _down_relays(self, path: list[str]) -> set[str]:
         down = set()

@@ -23,7 +23,7 @@ from nodes.directory import Directory
 from nodes.km import KeyManager, KMNetwork, SetDown
 from nodes.messages import AddRemote, Audit, ListPools, Register, Sync
 from nodes.pki import safe_file_stem
-from nodes.qkd_link import Degrade, QKDLink, SetUp
+from nodes.qkd_link import Degrade, QKDLink, SetLatency, SetUp
 from nodes.routing import Edge, edge_key, km_graph
 from nodes.sae import Flow, MailAudit, SimulatedSAE
 from nodes.serve import ServedNode
@@ -37,7 +37,7 @@ from simulator.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenar
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition"),
-                     ("LKM", "crash")}
+                     ("LKM", "crash"), ("KM", "latency"), ("link", "latency")}
 
 
 def unsupported(scenario: Scenario) -> list[str]:
@@ -89,7 +89,7 @@ class Network:
         self.lkm_refs: dict[str, ActorRef[Any]] = {}
         graph = km_graph([km.id for km in scenario.kms], [(l.a, l.b) for l in scenario.links])
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
-                                    sim.record)
+                                    sim.record, sim.clock)
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
@@ -215,20 +215,23 @@ class Network:
         self.saes[sae_id] = await self.sim.spawn(actor)
 
     def _apply_outage(self, outage: Outage, starting: bool) -> None:
-        kind = self.scenario.target_kind(outage.target) if outage.target else None
+        target = outage.target or ""
         if outage.kind == "crash":
-            lkm_id = outage.target or ""
-            self.sim.start_task(self._crash(lkm_id) if starting else self._restart(lkm_id))
-        elif kind == "KM":
-            self.kms[outage.target or ""].tell(SetDown(starting))
+            self.sim.start_task(self._crash(target) if starting else self._restart(target))
         elif outage.kind == "partition":
             for edge in self._partition_cuts(outage):
                 self.links[edge].tell(SetUp(not starting))
+        elif outage.kind == "latency":
+            delay_s = outage.delay_s if starting and outage.delay_s is not None else 0.0
+            for edge in self._edges_of(target):
+                self.links[edge].tell(SetLatency(delay_s))
         elif outage.kind == "degrade":
             fraction = outage.fraction if starting and outage.fraction is not None else 1.0
-            self.links[self._edge(outage.target or "")].tell(Degrade(fraction))
-        else:
-            self.links[self._edge(outage.target or "")].tell(SetUp(not starting))
+            self.links[self._edge(target)].tell(Degrade(fraction))
+        elif self.scenario.target_kind(target) == "KM":  # down
+            self.kms[target].tell(SetDown(starting))
+        else:  # a link down
+            self.links[self._edge(target)].tell(SetUp(not starting))
 
     async def _crash(self, lkm_id: str) -> None:
         """The LKM process dies: its site and actor (with all in-memory state) are gone; its
@@ -246,6 +249,12 @@ class Network:
         assert node.ref is not None
         self.nodes[lkm_id] = node
         self.lkm_refs[lkm_id] = node.ref
+
+    def _edges_of(self, target: str) -> list[Edge]:
+        """A link's own edge, or every link of a KM."""
+        if self.scenario.target_kind(target) == "KM":
+            return [edge for edge in sorted(self.links) if target in edge]
+        return [self._edge(target)]
 
     def _edge(self, target: str) -> Edge:
         a, b = target.split("-", 1)

@@ -51,6 +51,18 @@ class Level:
     """Ask for the buffer level in bits."""
 
 
+@dataclass(frozen=True, slots=True)
+class SetLatency:
+    """Messages crossing this link take ``delay_s`` longer (0 restores it)."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GetLatency:
+    pass
+
+
 RateSteps = Sequence[tuple[float, float]]  # (from time s, rate bps), sorted by time
 
 
@@ -77,6 +89,7 @@ class QKDLink(Actor):
         self.record = record
         self.up = True
         self.fraction = 1.0
+        self.delay_s = 0.0
         self._settled_s = clock.now()
         self.state = "READY"
         self.spent_bits = 0
@@ -94,6 +107,10 @@ class QKDLink(Actor):
             self.fraction = message.fraction
         elif isinstance(message, Level):
             return self.bits
+        elif isinstance(message, SetLatency):
+            self.delay_s = message.delay_s
+        elif isinstance(message, GetLatency):
+            return self.delay_s
         else:
             raise TypeError(f"unexpected message {type(message).__name__}")
         self._observe()

@@ -36,6 +36,10 @@ class Clock(Protocol):
         """Run ``callback`` once, ``delay_s`` seconds from now."""
         ...
 
+    async def sleep(self, delay_s: float) -> None:
+        """Wait ``delay_s`` of this clock's seconds (only from counted background work)."""
+        ...
+
 
 class Activity:
     """Counts units of work in flight (queued or running actor messages, pending I/O).
@@ -108,6 +112,26 @@ class VirtualClock:
         heapq.heappush(self._heap, entry)
         return entry
 
+    async def sleep(self, delay_s: float) -> None:
+        """Wait in virtual time. The caller holds one unit of activity (an actor message or a
+        started task); it is given back while waiting, so the clock can move, and taken again
+        when the timer fires."""
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            self.activity.begin()
+            woken.set_result(None)
+
+        timer = self.call_later(delay_s, wake)
+        self.activity.end()
+        try:
+            await woken
+        except asyncio.CancelledError:
+            if not woken.done():
+                timer.cancel()
+                self.activity.begin()
+            raise
+
     def next_time(self) -> float | None:
         self._drop_cancelled()
         return self._heap[0].when_s if self._heap else None
@@ -157,6 +181,9 @@ class WallClock:
 
     def call_later(self, delay_s: float, callback: Callback, priority: int = 0) -> Timer:
         return _WallTimer(self._loop.call_later(max(delay_s, 0.0) / self.time_scale, callback))
+
+    async def sleep(self, delay_s: float) -> None:
+        await asyncio.sleep(max(delay_s, 0.0) / self.time_scale)
 
 
 def _epoch_now() -> float:

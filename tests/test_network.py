@@ -175,3 +175,20 @@ async def test_a_draining_slice_syncs_at_threshold_then_emergency(tmp_path: Path
         assert level < (10 if sync["reason"] == "threshold" else 5)
         assert level >= (5 if sync["reason"] == "threshold" else 0)
         assert sync["outcome"] == "unreachable"
+
+
+async def test_added_latency_on_a_relay_km_delays_slice_syncs_in_virtual_time(tmp_path) -> None:
+    data = topology(LINE, duration="12h", defaults={"pool_size": 200, "slice_size": 20},
+                    traffic=[{"from": A, "to": B, "mails_per_hour": 6, "mail_bytes": 1000}],
+                    outages=[{"at": "1h", "target": "KM2", "kind": "latency", "delay": "5m",
+                              "for": "6h"}])
+    outcome = await run(parse_scenario(data), tmp_path / "out")
+    events = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
+    syncs = [e for e in events if e["kind"] == "sync" and e["data"]["pool"] == f"LKM_A/{B}"
+             and e["data"]["outcome"] == "ok" and e["data"]["keys_received"] > 0]
+    slow = [e for e in syncs if 3600 <= e["t_s"] < 7 * 3600]
+    fast = [e for e in syncs if e["t_s"] >= 7 * 3600 + 600]
+    assert slow and fast
+    assert all(e["data"]["duration_s"] == 600.0 for e in slow)  # two hops through KM2, 5 min each
+    assert all(e["data"]["duration_s"] == 0.0 for e in fast)
+    assert outcome.summary["audit"]["mismatched_keys"] == 0
