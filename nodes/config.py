@@ -54,9 +54,9 @@ class NodeConfig:
             raise ConfigError(f"key_size_bits: {self.key_size_bits} is not a positive multiple of 8")
         if not 8 <= self.min_key_size_bits <= self.key_size_bits <= self.max_key_size_bits:
             raise ConfigError("key sizes: need 8 <= min_key_size <= key_size <= max_key_size")
-        if self.max_key_size_bits != self.key_size_bits:
-            raise ConfigError("max_key_size_bits: a key is cut from one stored key, so it must "
-                              "equal key_size_bits")
+        if self.max_key_size_bits % self.key_size_bits:
+            raise ConfigError("max_key_size_bits: longer keys join whole stored keys, so it "
+                              "must be a multiple of key_size_bits")
         if self.max_keys_per_request < 1:
             raise ConfigError("MAX_KEYS_PER_REQUEST: must be >= 1")
         if self.use_https and self.tls is None:

@@ -167,6 +167,36 @@ def key_id_for(sae_id: str, seq: int) -> str:
     return f"qk_{sae_id}_{seq:06d}"
 
 
+COMPOSITE_SEPARATOR = "~"
+
+
+def composite_parts(size_bits: int, pool_bits: int) -> int:
+    """Stored keys per key of ``size_bits`` from a slice of ``pool_bits`` keys (400 if none)."""
+    if size_bits < pool_bits or size_bits % pool_bits == 0:
+        return max(1, size_bits // pool_bits)
+    raise BadRequest(f"keys for an SAE homed at another KME are whole multiples of {pool_bits} "
+                     f"bits, or shorter than {pool_bits}", size=size_bits)
+
+
+def composite_key(parts: Sequence[Key], size_bits: int) -> Key:
+    """``id1~id2~...~bits``: the parts' bytes joined, cut to ``size_bits``."""
+    key_id = COMPOSITE_SEPARATOR.join([*(p.key_id for p in parts), str(size_bits)])
+    return Key(key_id, join_parts([p.material for p in parts], size_bits))
+
+
+def split_composite(key_id: str) -> tuple[tuple[str, ...], int | None]:
+    """The parts and size of a composite key ID (a plain ID is its own single part)."""
+    *parts, bits = key_id.split(COMPOSITE_SEPARATOR)
+    if not parts or not bits.isdigit():
+        return (key_id,), None
+    return tuple(parts), int(bits)
+
+
+def join_parts(materials: Sequence[bytes], size_bits: int | None) -> bytes:
+    joined = b"".join(materials)
+    return joined if size_bits is None else joined[:size_bits // 8]
+
+
 class KeyStore:
     """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`."""
 
@@ -300,25 +330,46 @@ class KeyStore:
             if not pool:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
             pool_bits, home_lkm = pool[0]
-            if home_lkm is not None and size_bits != pool_bits:
-                raise BadRequest(f"keys for an SAE homed at another KME come in {pool_bits}-bit "
-                                 "keys only", size=size_bits)
-            if pool_bits == size_bits:
+            removed_bits, used_rows = number * size_bits, number
+            if size_bits > pool_bits or (home_lkm is not None and size_bits != pool_bits):
+                keys = await self._reserve_composite(db, owner, master, slave, number, size_bits,
+                                                     pool_bits, now, erase=home_lkm is not None)
+                freed_keys = used_rows = len(keys) and composite_parts(size_bits, pool_bits) * number
+                removed_bits = freed_keys * pool_bits
+            elif pool_bits == size_bits:
                 keys = await self._reserve_whole(db, owner, master, slave, number, size_bits, now)
                 freed_keys = len(keys)
                 if home_lkm is not None:  # the master's copy is all this KME ever hands out
-                    await db.execute(
-                        "UPDATE quantum_keys SET key_data = NULL WHERE status = 1 AND key_id IN"
-                        f" ({','.join('?' * len(keys))})", [k.key_id for k in keys])
+                    await self._erase_delivered(db, [k.key_id for k in keys])
             else:
                 keys, freed_keys = await self._reserve_carved(db, owner, master, slave, number,
                                                               size_bits, pool_bits, now)
             if len(keys) < number:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
-            await self._count(db, owner, -freed_keys, -number * size_bits, number)
+            await self._count(db, owner, -freed_keys, -removed_bits, used_rows)
             await db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
                              (now, owner, master))
         return keys
+
+    async def _reserve_composite(self, db: aiosqlite.Connection, owner: str, master: str,
+                                 slave: str, number: int, size_bits: int, pool_bits: int,
+                                 now: float, erase: bool) -> list[Key]:
+        """Keys of another size made of whole stored keys: a longer key joins consecutive keys,
+        and from a slice a shorter one is the front of one key (the rest is spent with it), so
+        that the home LKM can give the receiver the same bytes. The ID names its parts."""
+        per_key = composite_parts(size_bits, pool_bits)
+        parts = await self._reserve_whole(db, owner, master, slave, number * per_key, pool_bits,
+                                          now)
+        if len(parts) < number * per_key:
+            return []
+        if erase:  # a slice: the master's copy is all this KME ever hands out
+            await self._erase_delivered(db, [part.key_id for part in parts])
+        return [composite_key(parts[i * per_key:(i + 1) * per_key], size_bits)
+                for i in range(number)]
+
+    async def _erase_delivered(self, db: aiosqlite.Connection, key_ids: Sequence[str]) -> None:
+        await db.execute("UPDATE quantum_keys SET key_data = NULL WHERE status = 1 AND key_id IN"
+                         f" ({','.join('?' * len(key_ids))})", list(key_ids))
 
     async def _reserve_whole(self, db: aiosqlite.Connection, owner: str, master: str,
                              slave: str, number: int, size_bits: int, now: float) -> list[Key]:
@@ -378,14 +429,23 @@ class KeyStore:
         consumed, or belongs to another master.
         """
         async with self._transaction() as db:
-            marks = ",".join("?" * len(key_ids))
+            plain = await db.execute_fetchall(
+                f"SELECT key_id FROM quantum_keys WHERE key_id IN ({','.join('?' * len(key_ids))})",
+                tuple(key_ids))
+            known = {row[0] for row in plain}
+            wanted = {key_id: ((key_id,), None) if key_id in known else split_composite(key_id)
+                      for key_id in key_ids}
+            part_ids = [part for parts, _ in wanted.values() for part in parts]
+            if len(set(part_ids)) != len(part_ids):
+                raise KeysNotFound()
+            marks = ",".join("?" * len(part_ids))
             rows = await db.execute_fetchall(
                 "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id, shipped_to"
-                f" FROM quantum_keys WHERE key_id IN ({marks})", tuple(key_ids))
+                f" FROM quantum_keys WHERE key_id IN ({marks})", tuple(part_ids))
             found = {row[0]: row for row in rows}
             if any(row[2] != AVAILABLE and row[3] != caller for row in rows):
                 raise Unauthorized("caller is not a slave SAE of the requested keys")
-            if len(found) != len(key_ids) or not all(
+            if len(found) != len(part_ids) or not all(
                     (row[2] == DELIVERED and row[4] == master) or
                     (row[2] == SHIPPED and master_home is not None and row[5] == master_home)
                     for row in rows):
@@ -393,10 +453,11 @@ class KeyStore:
             cursor = await db.execute(
                 "UPDATE quantum_keys SET status = 2, key_data = NULL, consumed_at = ?,"
                 " delivered_to_sae_id = COALESCE(delivered_to_sae_id, ?)"
-                f" WHERE status IN (1, 3) AND key_id IN ({marks})", (now, master, *key_ids))
-            if cursor.rowcount != len(key_ids):
+                f" WHERE status IN (1, 3) AND key_id IN ({marks})", (now, master, *part_ids))
+            if cursor.rowcount != len(part_ids):
                 raise KeysNotFound()
-        return [Key(key_id, bytes(found[key_id][1])) for key_id in key_ids]
+        return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
+                for key_id, (parts, bits) in wanted.items()]
 
     async def ship(self, owner: str, to_lkm: str, count: int, now: float) -> list[Key]:
         """Reserve up to ``count`` whole keys of a home pool for a slice at ``to_lkm``.

@@ -126,7 +126,8 @@ class Network:
             next_door_km_url=f"km://{settings.km}",
             db_path=str(self.state_dir / f"{safe_file_stem(lkm_id)}.db"),
             max_keys_per_request=settings.max_keys_per_request,
-            key_size_bits=settings.key_size_bits, max_key_size_bits=settings.key_size_bits,
+            key_size_bits=settings.key_size_bits,
+            max_key_size_bits=settings.key_size_bits * max(1, 4096 // settings.key_size_bits),
             min_key_size_bits=min(64, settings.key_size_bits),
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency))

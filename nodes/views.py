@@ -17,8 +17,7 @@ def status_view(config: NodeConfig, pool: PoolStatus, master: str, target_kme: s
         "key_size": pool.key_size_bits, "stored_key_count": pool.available_keys,
         "max_key_count": pool.pool_size_limit,
         "max_key_per_request": config.max_keys_per_request,
-        "max_key_size": pool.key_size_bits if pool.is_slice else config.max_key_size_bits,
-        "min_key_size": pool.key_size_bits if pool.is_slice else config.min_key_size_bits,
+        "max_key_size": config.max_key_size_bits, "min_key_size": config.min_key_size_bits,
         "max_SAE_ID_count": 0,
         **pool_view(pool, next_sync_s),
     }

@@ -151,3 +151,38 @@ async def test_pool_counters_match_a_recount_after_every_kind_of_change(store) -
     for step in steps:
         await step
         assert (await store.audit())["counter_mismatches"] == 0
+
+
+async def test_a_key_longer_than_the_pool_joins_stored_keys_and_reads_back_once(store) -> None:
+    materials = await register(store, "bob", keys=6)
+    [key] = await store.reserve("bob", "alice", "bob", 1, 2 * KEY_BITS, 1.0)
+    assert key.material == materials[0] + materials[1]
+    assert key.key_id == "qk_bob_000001~qk_bob_000002~16384"
+    assert (await store.audit())["counter_mismatches"] == 0
+    assert await store.take_for_slave("bob", "alice", [key.key_id], 2.0) == [key]
+    with pytest.raises(KeysNotFound):
+        await store.take_for_slave("bob", "alice", ["qk_bob_000001"], 3.0)
+
+
+async def test_a_slice_serves_other_sizes_that_the_home_store_reproduces(tmp_path) -> None:
+    home, remote = (await KeyStore.open(tmp_path / "home.db"),
+                    await KeyStore.open(tmp_path / "remote.db"))
+    try:
+        await register(home, "bob", keys=10)
+        await remote.add_remote("bob", None, "LKM_B", 10, 1, KEY_BITS, 0.0)
+        await remote.store_slice("bob", await home.ship("bob", "LKM_A", 6, 1.0), 1.0)
+        short = await remote.reserve("bob", "alice", "bob", 2, 128, 2.0)
+        [long] = await remote.reserve("bob", "alice", "bob", 1, 2 * KEY_BITS, 2.0)
+        assert [len(k.material) for k in short] == [16, 16] and len(long.material) == 2048
+        ids = [k.key_id for k in (*short, long)]
+        read = await home.take_for_slave("bob", "alice", ids, 3.0, master_home="LKM_A")
+        assert read == [*short, long]
+        with pytest.raises(KeysNotFound):
+            await home.take_for_slave("bob", "alice", ids[:1], 4.0, master_home="LKM_A")
+        with pytest.raises(KeysNotFound):  # another LKM's master cannot claim them
+            await home.take_for_slave("bob", "carol", ids[2:], 4.0, master_home="LKM_C")
+        for store in (home, remote):
+            assert (await store.audit())["counter_mismatches"] == 0
+    finally:
+        await home.close()
+        await remote.close()

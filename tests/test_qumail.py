@@ -174,6 +174,18 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
         opened = AESGCM(level2_key(got[id1], got[id2], salt, flow_id)).decrypt(nonce, sealed, None)
         assert opened == plain
 
+        # Every size QuMail asks for, 128 to 4096 bits, gives the same bytes at both nodes
+        for size in (128, 512, 1024, 2048, 4096):
+            [(key_id, material)] = await qm.enc_keys(1, size)
+            assert len(material) == size // 8
+            status, got = await qm.dec_keys([key_id])
+            assert status == 200 and got == {key_id: material}, size
+        # Level 3's quantum enhancement: 128 bits each way, the second from node 2 for node 1
+        status, body = await qm.call("KM2", N2, "POST", f"{API}/{N1}/enc_keys", N1,
+                                     {"number": 1, "size": 128})
+        assert status == 200 and len(base64.b64decode(body["keys"][0]["key"])) == 16
+        extra_keys = 5 + 1
+
         # GET dec_keys with repeated key_ID and with a comma list (QuMail's GET forms)
         fresh = [key_id for key_id, _ in await qm.enc_keys(4)]
         for query in (f"key_ID={fresh[0]}&key_ID={fresh[1]}", f"key_ID={fresh[2]},{fresh[3]}"):
@@ -192,6 +204,6 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0, out
     summary = json.loads((qumail_pair["out"] / "summary.json").read_text())
-    assert summary["totals"]["keys_delivered"] == 48 + 2 + 4 + len(keys)
-    assert summary["totals"]["keys_consumed"] == 48 + 2 + 4 + len(keys)
+    assert summary["totals"]["keys_delivered"] == 48 + 2 + 4 + len(keys) + extra_keys
+    assert summary["totals"]["keys_consumed"] == 48 + 2 + 4 + len(keys) + 5
     assert (qumail_pair["out"] / "plots" / "pool_levels.png").is_file()
