@@ -20,10 +20,10 @@ deliverable and ``available_bits`` the material left.
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import aiosqlite
 
@@ -197,6 +197,24 @@ def join_parts(materials: Sequence[bytes], size_bits: int | None) -> bytes:
     return joined if size_bits is None else joined[:size_bits // 8]
 
 
+T = TypeVar("T")
+
+
+def _fetchall(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[Any]:
+    return db.execute(sql, parameters).fetchall()
+
+
+def _in_transaction(db: sqlite3.Connection, txn: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = txn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
 class KeyStore:
     """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`."""
 
@@ -216,36 +234,32 @@ class KeyStore:
     async def close(self) -> None:
         await self._db.close()
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+    async def _atomic(self, txn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a whole transaction in one hop to the connection's thread (aiosqlite's own):
+        the hop, not SQLite, is what a request pays for, so each operation pays it once."""
+        return await self._db._execute(_in_transaction, self._db._conn, txn)
 
     # -- users and pools -------------------------------------------------------------------
 
     async def register(self, sae_id: str, user_email: str | None, display_name: str | None,
                        pool_size_limit: int, low_threshold: int, key_size_bits: int,
                        materials: Sequence[bytes], now: float) -> None:
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            rows = _fetchall(db,
                 "SELECT sae_id, user_email FROM users WHERE sae_id = ? OR user_email = ?",
                 (sae_id, user_email))
             for row in rows:
                 field = "sae_id" if row[0] == sae_id else "user_email"
                 raise AlreadyRegistered(f"User already registered ({field} exists)", field=field)
-            await db.execute("INSERT INTO users(sae_id, user_email, display_name, registered_at,"
+            db.execute("INSERT INTO users(sae_id, user_email, display_name, registered_at,"
                              " last_activity) VALUES (?, ?, ?, ?, ?)",
                              (sae_id, user_email, display_name, now, now))
-            await db.execute("INSERT INTO key_pools(sae_id, pool_size_limit, low_threshold,"
+            db.execute("INSERT INTO key_pools(sae_id, pool_size_limit, low_threshold,"
                              " key_size_bits) VALUES (?, ?, ?, ?)",
                              (sae_id, pool_size_limit, low_threshold, key_size_bits))
-            await self._insert_available(db, sae_id, materials, key_size_bits, now)
+            self._insert_available(db, sae_id, materials, key_size_bits, now)
 
+        return await self._atomic(txn)
     async def exists(self, sae_id: str) -> bool:
         """Is ``sae_id`` a user at home here (remote users only have slices here)?"""
         rows = await self._db.execute_fetchall(
@@ -256,14 +270,15 @@ class KeyStore:
                          slice_limit: int, low_threshold: int, key_size_bits: int,
                          now: float) -> None:
         """Know a user homed at ``home_lkm`` and give it an (empty) slice here; idempotent."""
-        async with self._transaction() as db:
-            await db.execute("INSERT OR IGNORE INTO users(sae_id, user_email, display_name,"
+        def txn(db: sqlite3.Connection) -> Any:
+            db.execute("INSERT OR IGNORE INTO users(sae_id, user_email, display_name,"
                              " registered_at, home_lkm) VALUES (?, ?, ?, ?, ?)",
                              (sae_id, None, user_email, now, home_lkm))
-            await db.execute("INSERT OR IGNORE INTO key_pools(sae_id, pool_size_limit,"
+            db.execute("INSERT OR IGNORE INTO key_pools(sae_id, pool_size_limit,"
                              " low_threshold, key_size_bits, home_lkm) VALUES (?, ?, ?, ?, ?)",
                              (sae_id, slice_limit, low_threshold, key_size_bits, home_lkm))
 
+        return await self._atomic(txn)
     async def pool_status(self, sae_id: str) -> PoolStatus | None:
         rows = await self._db.execute_fetchall(
             POOL_STATUS + " WHERE u.sae_id = ?", (sae_id,))
@@ -276,44 +291,46 @@ class KeyStore:
 
     async def add_keys(self, sae_id: str, materials: Sequence[bytes], now: float) -> int:
         """Append fresh key material to a pool; returns the number of keys added."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            rows = _fetchall(db,
                 "SELECT key_size_bits FROM key_pools WHERE sae_id = ?", (sae_id,))
             if not rows:
                 return 0
-            await self._insert_available(db, sae_id, materials, rows[0][0], now)
-        return len(materials)
+            self._insert_available(db, sae_id, materials, rows[0][0], now)
+            return len(materials)
+        return await self._atomic(txn)
 
     async def delete_user(self, sae_id: str) -> int:
         """Remove a user, its pool and every key row (material overwritten on disk)."""
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM quantum_keys WHERE sae_id = ?", (sae_id,))
+        def txn(db: sqlite3.Connection) -> Any:
+            cursor = db.execute("DELETE FROM quantum_keys WHERE sae_id = ?", (sae_id,))
             deleted = cursor.rowcount
-            await db.execute("DELETE FROM key_pools WHERE sae_id = ?", (sae_id,))
-            await db.execute("DELETE FROM users WHERE sae_id = ?", (sae_id,))
-        return deleted
+            db.execute("DELETE FROM key_pools WHERE sae_id = ?", (sae_id,))
+            db.execute("DELETE FROM users WHERE sae_id = ?", (sae_id,))
+            return deleted
+        return await self._atomic(txn)
 
-    async def _insert_available(self, db: aiosqlite.Connection, sae_id: str,
+    def _insert_available(self, db: sqlite3.Connection, sae_id: str,
                                 materials: Sequence[bytes], size_bits: int, now: float) -> None:
-        first = await self._take_seqs(db, sae_id, len(materials))
-        await db.executemany(
+        first = self._take_seqs(db, sae_id, len(materials))
+        db.executemany(
             "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [(key_id_for(sae_id, first + i), sae_id, first + i, material, size_bits, now)
              for i, material in enumerate(materials)])
-        await self._count(db, sae_id, len(materials), len(materials) * size_bits, 0)
+        self._count(db, sae_id, len(materials), len(materials) * size_bits, 0)
 
-    async def _count(self, db: aiosqlite.Connection, sae_id: str, keys: int, bits: int,
+    def _count(self, db: sqlite3.Connection, sae_id: str, keys: int, bits: int,
                      used: int) -> None:
         """Move a pool's counters by the given deltas (inside the caller's transaction)."""
-        await db.execute(
+        db.execute(
             "UPDATE key_pools SET available_keys = available_keys + ?,"
             " available_bits = available_bits + ?, used_keys = used_keys + ? WHERE sae_id = ?",
             (keys, bits, used, sae_id))
 
-    async def _take_seqs(self, db: aiosqlite.Connection, sae_id: str, count: int) -> int:
+    def _take_seqs(self, db: sqlite3.Connection, sae_id: str, count: int) -> int:
         """Reserve ``count`` sequence numbers; IDs are never reused, not even after a delete."""
-        rows = await db.execute_fetchall(
+        rows = _fetchall(db,
             "INSERT INTO key_sequences(sae_id, next_seq) VALUES (?, ? + 1)"
             " ON CONFLICT(sae_id) DO UPDATE SET next_seq = next_seq + ?"
             " RETURNING next_seq", (sae_id, count, count))
@@ -324,66 +341,67 @@ class KeyStore:
     async def reserve(self, owner: str, master: str, slave: str, number: int, size_bits: int,
                       now: float) -> list[Key]:
         """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``; all or none."""
-        async with self._transaction() as db:
-            pool = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            pool = _fetchall(db,
                 "SELECT key_size_bits, home_lkm FROM key_pools WHERE sae_id = ?", (owner,))
             if not pool:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
             pool_bits, home_lkm = pool[0]
             removed_bits, used_rows = number * size_bits, number
             if size_bits > pool_bits or (home_lkm is not None and size_bits != pool_bits):
-                keys = await self._reserve_composite(db, owner, master, slave, number, size_bits,
-                                                     pool_bits, now, erase=home_lkm is not None)
+                keys = self._reserve_composite(db, owner, master, slave, number, size_bits,
+                                               pool_bits, now, erase=home_lkm is not None)
                 freed_keys = used_rows = len(keys) and composite_parts(size_bits, pool_bits) * number
                 removed_bits = freed_keys * pool_bits
             elif pool_bits == size_bits:
-                keys = await self._reserve_whole(db, owner, master, slave, number, size_bits, now)
+                keys = self._reserve_whole(db, owner, master, slave, number, size_bits, now)
                 freed_keys = len(keys)
                 if home_lkm is not None:  # the master's copy is all this KME ever hands out
-                    await self._erase_delivered(db, [k.key_id for k in keys])
+                    self._erase_delivered(db, [k.key_id for k in keys])
             else:
-                keys, freed_keys = await self._reserve_carved(db, owner, master, slave, number,
-                                                              size_bits, pool_bits, now)
+                keys, freed_keys = self._reserve_carved(db, owner, master, slave, number,
+                                                        size_bits, pool_bits, now)
             if len(keys) < number:
                 raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
-            await self._count(db, owner, -freed_keys, -removed_bits, used_rows)
-            await db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
-                             (now, owner, master))
-        return keys
+            self._count(db, owner, -freed_keys, -removed_bits, used_rows)
+            db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
+                       (now, owner, master))
+            return keys
+        return await self._atomic(txn)
 
-    async def _reserve_composite(self, db: aiosqlite.Connection, owner: str, master: str,
+    def _reserve_composite(self, db: sqlite3.Connection, owner: str, master: str,
                                  slave: str, number: int, size_bits: int, pool_bits: int,
                                  now: float, erase: bool) -> list[Key]:
         """Keys of another size made of whole stored keys: a longer key joins consecutive keys,
         and from a slice a shorter one is the front of one key (the rest is spent with it), so
         that the home LKM can give the receiver the same bytes. The ID names its parts."""
         per_key = composite_parts(size_bits, pool_bits)
-        parts = await self._reserve_whole(db, owner, master, slave, number * per_key, pool_bits,
+        parts = self._reserve_whole(db, owner, master, slave, number * per_key, pool_bits,
                                           now)
         if len(parts) < number * per_key:
             return []
         if erase:  # a slice: the master's copy is all this KME ever hands out
-            await self._erase_delivered(db, [part.key_id for part in parts])
+            self._erase_delivered(db, [part.key_id for part in parts])
         return [composite_key(parts[i * per_key:(i + 1) * per_key], size_bits)
                 for i in range(number)]
 
-    async def _erase_delivered(self, db: aiosqlite.Connection, key_ids: Sequence[str]) -> None:
-        await db.execute("UPDATE quantum_keys SET key_data = NULL WHERE status = 1 AND key_id IN"
+    def _erase_delivered(self, db: sqlite3.Connection, key_ids: Sequence[str]) -> None:
+        db.execute("UPDATE quantum_keys SET key_data = NULL WHERE status = 1 AND key_id IN"
                          f" ({','.join('?' * len(key_ids))})", list(key_ids))
 
-    async def _reserve_whole(self, db: aiosqlite.Connection, owner: str, master: str,
+    def _reserve_whole(self, db: sqlite3.Connection, owner: str, master: str,
                              slave: str, number: int, size_bits: int, now: float) -> list[Key]:
-        rows = await db.execute_fetchall(RESERVE_WHOLE, {
+        rows = _fetchall(db, RESERVE_WHOLE, {
             "master": master, "slave": slave, "now": now, "owner": owner, "size": size_bits,
             "n": number})
         return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
 
-    async def _reserve_carved(self, db: aiosqlite.Connection, owner: str, master: str,
+    def _reserve_carved(self, db: sqlite3.Connection, owner: str, master: str,
                               slave: str, number: int, size_bits: int, pool_bits: int,
                               now: float) -> tuple[list[Key], int]:
         """Carve keys shorter (or longer) than the pool's; returns them and the whole
         default-size keys their rows no longer hold."""
-        rows = await db.execute_fetchall(
+        rows = _fetchall(db,
             "SELECT id, key_data, size_bits FROM quantum_keys"
             " WHERE sae_id = ? AND status = 0 AND size_bits >= ? ORDER BY seq LIMIT ?",
             (owner, size_bits, number))
@@ -393,28 +411,28 @@ class KeyStore:
                 break
             take = min(number - len(keys), row_bits // size_bits)
             pieces = [bytes(data[i * key_bytes:(i + 1) * key_bytes]) for i in range(take)]
-            keys += await self._carve_row(db, owner, master, slave, row_id, bytes(data),
+            keys += self._carve_row(db, owner, master, slave, row_id, bytes(data),
                                           row_bits, pieces, now)
             left_bits = row_bits - take * size_bits
             lost_whole += row_bits // pool_bits - left_bits // pool_bits
         return keys, lost_whole
 
-    async def _carve_row(self, db: aiosqlite.Connection, owner: str, master: str, slave: str,
+    def _carve_row(self, db: sqlite3.Connection, owner: str, master: str, slave: str,
                          row_id: int, data: bytes, row_bits: int, pieces: list[bytes],
                          now: float) -> list[Key]:
         """Deliver ``pieces`` (cut from the front of one row) as new key rows."""
         used = sum(len(p) for p in pieces)
-        first = await self._take_seqs(db, owner, len(pieces))
+        first = self._take_seqs(db, owner, len(pieces))
         new = [(key_id_for(owner, first + i), owner, first + i, piece, len(piece) * 8, now,
                 master, slave, now) for i, piece in enumerate(pieces)]
-        await db.executemany(
+        db.executemany(
             "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at,"
             " status, delivered_to_sae_id, slave_sae_id, delivered_at)"
             " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)", new)
         if used * 8 == row_bits:
-            await db.execute("DELETE FROM quantum_keys WHERE id = ? AND status = 0", (row_id,))
+            db.execute("DELETE FROM quantum_keys WHERE id = ? AND status = 0", (row_id,))
         else:
-            await db.execute(
+            db.execute(
                 "UPDATE quantum_keys SET key_data = ?, size_bits = ? WHERE id = ? AND status = 0",
                 (data[used:], row_bits - used * 8, row_id))
         return [Key(row[0], row[3]) for row in new]
@@ -428,8 +446,8 @@ class KeyStore:
         has another slave; 400 (not found) if any is unknown, not yet delivered, already
         consumed, or belongs to another master.
         """
-        async with self._transaction() as db:
-            plain = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            plain = _fetchall(db,
                 f"SELECT key_id FROM quantum_keys WHERE key_id IN ({','.join('?' * len(key_ids))})",
                 tuple(key_ids))
             known = {row[0] for row in plain}
@@ -439,7 +457,7 @@ class KeyStore:
             if len(set(part_ids)) != len(part_ids):
                 raise KeysNotFound()
             marks = ",".join("?" * len(part_ids))
-            rows = await db.execute_fetchall(
+            rows = _fetchall(db,
                 "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id, shipped_to"
                 f" FROM quantum_keys WHERE key_id IN ({marks})", tuple(part_ids))
             found = {row[0]: row for row in rows}
@@ -450,59 +468,63 @@ class KeyStore:
                     (row[2] == SHIPPED and master_home is not None and row[5] == master_home)
                     for row in rows):
                 raise KeysNotFound()
-            cursor = await db.execute(
+            cursor = db.execute(
                 "UPDATE quantum_keys SET status = 2, key_data = NULL, consumed_at = ?,"
                 " delivered_to_sae_id = COALESCE(delivered_to_sae_id, ?)"
                 f" WHERE status IN (1, 3) AND key_id IN ({marks})", (now, master, *part_ids))
             if cursor.rowcount != len(part_ids):
                 raise KeysNotFound()
-        return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
-                for key_id, (parts, bits) in wanted.items()]
+            return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
+                    for key_id, (parts, bits) in wanted.items()]
+        return await self._atomic(txn)
 
     async def ship(self, owner: str, to_lkm: str, count: int, now: float) -> list[Key]:
         """Reserve up to ``count`` whole keys of a home pool for a slice at ``to_lkm``.
 
         The keys stay here (the owner reads them here, once) in state shipped."""
-        async with self._transaction() as db:
-            pool = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            pool = _fetchall(db,
                 "SELECT key_size_bits FROM key_pools WHERE sae_id = ? AND home_lkm IS NULL",
                 (owner,))
             if not pool or count <= 0:
                 return []
-            rows = await db.execute_fetchall(
+            rows = _fetchall(db,
                 "UPDATE quantum_keys SET status = 3, shipped_to = ?, slave_sae_id = sae_id,"
                 " delivered_at = ? WHERE id IN (SELECT id FROM quantum_keys WHERE sae_id = ?"
                 " AND status = 0 AND size_bits = ? ORDER BY seq LIMIT ?)"
                 " RETURNING seq, key_id, key_data", (to_lkm, now, owner, pool[0][0], count))
-            await self._count(db, owner, -len(rows), -len(rows) * pool[0][0], len(rows))
-        return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+            self._count(db, owner, -len(rows), -len(rows) * pool[0][0], len(rows))
+            return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+        return await self._atomic(txn)
 
     async def unship(self, owner: str, key_ids: Sequence[str]) -> int:
         """Return shipped keys that never reached their slice to the home pool."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            rows = _fetchall(db,
                 "UPDATE quantum_keys SET status = 0, shipped_to = NULL, slave_sae_id = NULL,"
                 f" delivered_at = NULL WHERE status = 3 AND sae_id = ? AND key_id IN"
                 f" ({','.join('?' * len(key_ids))}) RETURNING size_bits", (owner, *key_ids))
-            await self._count(db, owner, len(rows), sum(r[0] for r in rows), -len(rows))
-        return len(rows)
+            self._count(db, owner, len(rows), sum(r[0] for r in rows), -len(rows))
+            return len(rows)
+        return await self._atomic(txn)
 
     async def store_slice(self, owner: str, keys: Sequence[Key], now: float) -> int:
         """Add keys shipped from the owner's home LKM to the owner's slice here."""
-        async with self._transaction() as db:
-            pool = await db.execute_fetchall(
+        def txn(db: sqlite3.Connection) -> Any:
+            pool = _fetchall(db,
                 "SELECT key_size_bits FROM key_pools WHERE sae_id = ? AND home_lkm IS NOT NULL",
                 (owner,))
             if not pool:
                 return 0
-            first = await self._take_seqs(db, owner, len(keys))
-            await db.executemany(
+            first = self._take_seqs(db, owner, len(keys))
+            db.executemany(
                 "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(key.key_id, owner, first + i, key.material, len(key.material) * 8, now)
                  for i, key in enumerate(keys)])
-            await self._count(db, owner, len(keys), sum(len(k.material) * 8 for k in keys), 0)
-        return len(keys)
+            self._count(db, owner, len(keys), sum(len(k.material) * 8 for k in keys), 0)
+            return len(keys)
+        return await self._atomic(txn)
 
     async def key_status(self, key_id: str) -> tuple[int, str, str | None] | None:
         """(status, owner, master) of a key, or None; never the material."""
@@ -515,15 +537,16 @@ class KeyStore:
 
     async def record_sync(self, at: float, reason: str, sae_id: str | None, keys_requested: int,
                           keys_received: int, duration_s: float, outcome: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        def txn(db: sqlite3.Connection) -> Any:
+            db.execute(
                 "INSERT INTO sync_logs(at, reason, sae_id, keys_requested, keys_received,"
                 " duration_s, outcome) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (at, reason, sae_id, keys_requested, keys_received, duration_s, outcome))
             if outcome == "ok" and sae_id is not None:
-                await db.execute("UPDATE key_pools SET last_sync_time = ? WHERE sae_id = ?",
+                db.execute("UPDATE key_pools SET last_sync_time = ? WHERE sae_id = ?",
                                  (at, sae_id))
 
+        return await self._atomic(txn)
     async def sync_stats(self) -> SyncStats:
         rows = await self._db.execute_fetchall(
             "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0), COALESCE(SUM(outcome != 'ok'), 0),"
