@@ -23,8 +23,11 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python run_scenario.py --serve
 
+BENCH_SCENARIOS ?= scenarios/quickstart.yaml scenarios/two_sites.yaml
+
 bench: $(STAMP)
-	$(BIN)/python bench/sim_speed.py
+	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
+	$(BIN)/python bench/node_throughput.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

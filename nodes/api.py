@@ -26,7 +26,7 @@ from nodes.config import NodeConfig
 from nodes.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
                           Unauthorized)
 from nodes.keystore import Key
-from nodes.lkm import sync_and_wait
+from nodes.lkm import RESERVED_IDS, sync_and_wait
 from nodes.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
                             ListPools, Refill, Register, Sync)
 from nodes.observability import NodeLog, caller_for_log, route_of
@@ -44,6 +44,8 @@ CLOCK = web.AppKey("clock", object)
 PREFIXES = ("/api/v1/keys", "/api/v1/user-keys")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT = re.compile(r"[+-]?\d{1,18}")
+# a path segment that names a user: not a route word, so DELETE never shadows /pools, /register
+_USER = f"(?!(?:{'|'.join(sorted(RESERVED_IDS))})$)[^/]+"
 
 
 # -- identity, parsing, rendering -----------------------------------------------------------------
@@ -206,8 +208,9 @@ async def register(request: web.Request) -> web.Response:
     if not isinstance(sae_id, str) or not isinstance(email, str) or not email:
         raise BadRequest("sae_id and user_email are required strings")
     display = data.get("display_name")
-    message = Register(sae_id, email, display if isinstance(display, str) else None,
-                       int_field(data, "initial_pool_size"))
+    if display is not None and not isinstance(display, str):
+        raise BadRequest("display_name must be a string", display_name=_short(display))
+    message = Register(sae_id, email, display, int_field(data, "initial_pool_size"))
     reply = await ask(request, message)
     return web.json_response(_with_iso(reply, "registered_at"), status=201)
 
@@ -286,7 +289,7 @@ def key_routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/{{master}}/dec_keys", dec_keys_get),
         web.post(f"{prefix}/{{master}}/dec_keys", dec_keys_post),
         web.post(f"{prefix}/{{sae}}/refill", refill),
-        web.delete(f"{prefix}/{{sae}}", delete_user),
+        web.delete(f"{prefix}/{{sae:{_USER}}}", delete_user),
     ]
 
 
@@ -307,8 +310,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(request, error)
     except web.HTTPRequestEntityTooLarge:
         return _error_response(request, PayloadTooLarge())
-    except web.HTTPMethodNotAllowed:
-        return _error_response(request, MethodNotAllowed())
+    except web.HTTPMethodNotAllowed as error:
+        response = _error_response(request, MethodNotAllowed())
+        response.headers["Allow"] = error.headers.get("Allow", "")  # RFC 9110: a 405 names them
+        return response
     except web.HTTPNotFound:
         return _error_response(request, NotFound("no such route"))
     except web.HTTPException as error:

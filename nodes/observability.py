@@ -1,4 +1,4 @@
-"""What an LKM tells its operators: Prometheus metrics at ``GET /metrics``, one log line per request.
+"""What an LKM tells its operators: Prometheus metrics at ``GET /metrics``, a log line per request.
 
 :class:`NodeMetrics` owns one :class:`prometheus_client.CollectorRegistry` per LKM (never the
 global one: several LKMs live in one process). Three sources feed it, none of them a request
@@ -57,7 +57,8 @@ class NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         merged = {**self.extra, **values}
         return NodeLog(self.logger, **merged)  # type: ignore[arg-type]
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(self, msg: Any,
+                kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         fields = {**(self.extra or {}), **kwargs.get("extra", {})}
         kwargs["extra"] = fields
         text = " ".join(f"{name}={_field(value)}" for name, value in fields.items())
@@ -222,7 +223,7 @@ def install(app: web.Application, lkm: ActorRef[Any], node_metrics: NodeMetrics)
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<!^)(?=[A-Z])|(?<=[a-z])(?=\d)", "_", name).lower()
 
 
 def tee(*observers: Callable[..., None]) -> Callable[..., None]:
