@@ -28,6 +28,9 @@ A = TypeVar("A", bound="Actor")
 T = TypeVar("T")
 
 
+SYSTEM = "<system>"  # owner of the system's own background tasks
+
+
 class Directive(enum.Enum):
     RESUME = "resume"
     RESTART = "restart"
@@ -243,7 +246,5 @@ class ActorSystem:
         if directive is Directive.RESTART:
             await actor.on_stop()
             await actor.on_start()
-        elif directive is Directive.STOP:
-            asyncio.get_running_loop().call_soon(
-                lambda: asyncio.ensure_future(self.stop(actor.name))
-            )
+        elif directive is Directive.STOP:  # from outside the actor's own task, which stop ends
+            self.start_task(SYSTEM, self.stop(actor.name))

@@ -86,3 +86,13 @@ async def test_asking_a_stopped_actor_fails_cleanly() -> None:
     with pytest.raises(ActorStopped):
         await ref.ask(1)
     assert system.activity.busy == 0
+
+
+async def test_the_stop_directive_stops_the_actor_and_refuses_later_messages() -> None:
+    system = ActorSystem()
+    ref = await system.spawn(Recorder(directive=Directive.STOP))
+    ref.tell("boom")
+    await system.activity.wait_idle()
+    assert [f.directive for f in system.failures] == ["stop"]
+    with pytest.raises(ActorStopped):
+        await ref.ask(1)
