@@ -341,6 +341,16 @@ class KeyStore:
     async def reserve(self, owner: str, master: str, slave: str, number: int, size_bits: int,
                       now: float) -> list[Key]:
         """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``; all or none."""
+        keys, _ = await self.reserve_with_status(owner, master, slave, number, size_bits, now)
+        return keys
+
+    async def local_users(self) -> set[str]:
+        rows = await self._db.execute_fetchall("SELECT sae_id FROM users WHERE home_lkm IS NULL")
+        return {row[0] for row in rows}
+
+    async def reserve_with_status(self, owner: str, master: str, slave: str, number: int,
+                                  size_bits: int, now: float) -> tuple[list[Key], PoolStatus]:
+        """:meth:`reserve`, and the pool's status after it, in the same single hop."""
         def txn(db: sqlite3.Connection) -> Any:
             pool = _fetchall(db,
                 "SELECT key_size_bits, home_lkm FROM key_pools WHERE sae_id = ?", (owner,))
@@ -366,7 +376,8 @@ class KeyStore:
             self._count(db, owner, -freed_keys, -removed_bits, used_rows)
             db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
                        (now, owner, master))
-            return keys
+            return keys, PoolStatus(*_fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?",
+                                               (owner,))[0])
         return await self._atomic(txn)
 
     def _reserve_composite(self, db: sqlite3.Connection, owner: str, master: str,

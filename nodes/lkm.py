@@ -71,6 +71,7 @@ class LocalKeyManager(Actor):
         self._in_flight: set[str] = set()
         self._sync_queue: deque[tuple[str, PoolStatus, int, asyncio.Future[Any]]] = deque()
         self._worker_scheduled = False
+        self._local_users: set[str] | None = None
         self._retry_after: dict[str, float] = {}
         self.km_available = True
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
@@ -127,6 +128,8 @@ class LocalKeyManager(Actor):
         await self._store.register(msg.sae_id, msg.user_email, display, limit,
                                    math.ceil(limit * cfg.sync.threshold), cfg.key_size_bits,
                                    materials, now)
+        if self._local_users is not None:
+            self._local_users.add(msg.sae_id)
         return {"success": True, "sae_id": msg.sae_id, "user_email": msg.user_email,
                 "pool_size": limit, "keys_generated": len(materials), "registered_at": now}
 
@@ -137,6 +140,8 @@ class LocalKeyManager(Actor):
 
     async def _delete(self, msg: DeleteUser) -> dict[str, Any]:
         deleted = await self._store.delete_user(msg.sae_id)
+        if self._local_users is not None:
+            self._local_users.discard(msg.sae_id)
         return {"success": True, "sae_id": msg.sae_id, "keys_deleted": deleted}
 
     async def _refill(self, msg: Refill) -> dict[str, Any]:
@@ -173,7 +178,9 @@ class LocalKeyManager(Actor):
         return max(self.config.min_pool_size, self.config.default_pool_size // 4)
 
     async def _caller(self, caller: str) -> None:
-        if not await self._store.exists(caller):
+        if self._local_users is None:  # the actor is the store's only writer: cache who is home
+            self._local_users = await self._store.local_users()
+        if caller not in self._local_users:
             raise Unauthorized(f"SAE '{caller}' is not registered at this KME")
 
     # -- ETSI 014 --------------------------------------------------------------------------
@@ -192,14 +199,14 @@ class LocalKeyManager(Actor):
         if msg.slave == msg.caller:
             raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
         try:
-            keys = await self._store.reserve(msg.slave, msg.caller, msg.slave, msg.number,
-                                             size_bits, self.clock.now())
+            keys, after = await self._store.reserve_with_status(
+                msg.slave, msg.caller, msg.slave, msg.number, size_bits, self.clock.now())
         except InsufficientKeys:
             await self._check_level(msg.slave)  # a refused send is what a drained pool looks like
             raise
         self.observe("delivery", self.name, pool=pool_node(self.name, msg.slave),
                      master=msg.caller, slave=msg.slave, keys=len(keys))
-        await self._check_level(msg.slave)
+        self._check_pool_level(after)
         return keys
 
     def _check_key_request(self, msg: GetKeys) -> int:
@@ -278,9 +285,14 @@ class LocalKeyManager(Actor):
 
     async def _check_level(self, sae_id: str) -> None:
         pool = await self._store.pool_status(sae_id)
-        if pool is None or sae_id in self._in_flight:
+        if pool is not None:
+            self._check_pool_level(pool)
+
+    def _check_pool_level(self, pool: PoolStatus) -> None:
+        """Queue a threshold or emergency sync if the pool is below either level."""
+        if pool.sae_id in self._in_flight:
             return
-        if self._retry_after.get(sae_id, -math.inf) > self.clock.now():
+        if self._retry_after.get(pool.sae_id, -math.inf) > self.clock.now():
             return
         level = pool.available_keys / max(pool.pool_size_limit, 1)
         reason = ("emergency" if level < self.config.sync.emergency else
@@ -328,6 +340,7 @@ class LocalKeyManager(Actor):
                     done.set_result(result)
         finally:
             self._worker_scheduled = False
+        self._local_users: set[str] | None = None
 
     async def _fetch_for_sync(self, reason: str, pool: PoolStatus,
                               asked: int) -> dict[str, Any]:
