@@ -58,11 +58,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -136,7 +137,7 @@ class Client:
         self.target = target
         self.sessions: dict[str, Any] = {}
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         import aiohttp
 
         for sae in (ALICE, BOB):
@@ -782,9 +783,10 @@ async def profile(args: argparse.Namespace, work: Path, pki: Path,
 async def db_experiment(work: Path, n: int = 2000) -> dict[str, float]:
     """What one enc_keys costs in the key store alone, today and done in one thread hop.
 
-    ``today``: the store calls ``LocalKeyManager._enc_keys`` makes (exists, pool_status, reserve,
-    pool_status), each statement an aiosqlite hop. ``sync``: the same statements (the store's own
-    POOL_STATUS and RESERVE_WHOLE SQL) in one plain function on a ``sqlite3`` connection;
+    ``today``: the store calls ``LocalKeyManager._enc_keys`` made at commit 4031563 (exists,
+    pool_status, reserve, pool_status), each an aiosqlite hop (counted). ``sync``: the same
+    statements (the store's own POOL_STATUS and RESERVE_WHOLE SQL) in one plain function on a
+    ``sqlite3`` connection;
     ``one_hop``: that function run in a one-thread executor, one hop per request; ``batch16``:
     16 requests per hop. No HTTP, no actor: only the store, on the same kind of file.
     """
@@ -889,7 +891,8 @@ def db_experiment_text(r: dict[str, float]) -> str:
     return "\n".join([
         "key-store work of one enc_keys (8192 bits), no HTTP, no actor (mean per request):",
         f"  one bare aiosqlite hop (SELECT 1)               {r['bare_hop_us']:6.0f} us",
-        (f"  today: exists, pool_status, reserve, pool_status {r['today_us']:6.0f} us "
+        (f"  4 store calls (exists, pool_status, reserve,\n"
+         f"    pool_status), as _enc_keys made them at 4031563 {r['today_us']:6.0f} us "
          f"({r.get('today_hops', math.nan):.0f} hops; at most {1e6 / r['today_us']:,.0f} "
          "enc_keys/s through one actor)"),
         f"  same SQL in one function, no hop                {r['sync_us']:6.0f} us",
@@ -1112,13 +1115,14 @@ def markdown(report: dict[str, Any]) -> str:
     """The table and the targets as Markdown (for docs/performance.md)."""
     rows = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in report["figures"]]
     m = report["machine"]
-    lines = [(f"{report['date']}, commit `{report['commit']}` (code fingerprint "
-              f"`{report['code_fingerprint']['before']}`), {m['cpus']} CPUs ({m['processor']}), "
-              f"Python {m['python']}, {m['platform']}; median of {report['settings']['repeat']} "
-              f"rounds x {report['settings']['seconds']:g} s per phase; load average before "
-              f"{report['load_average']['before'][0]:.2f}, "
-              f"after {report['load_average']['after'][0]:.2f}."),
-             "", markdown_table(TABLE_HEAD, table_rows(rows)), "", "Targets:", ""]
+    head = (f"{report['date']}, commit `{report['commit']}` (code fingerprint "
+            f"`{report['code_fingerprint']['before']}`), {m['cpus']} CPUs ({m['processor']}), "
+            f"Python {m['python']}, {m['platform']}; median of {report['settings']['repeat']} "
+            f"rounds x {report['settings']['seconds']:g} s per phase; load average before "
+            f"{report['load_average']['before'][0]:.2f}, "
+            f"after {report['load_average']['after'][0]:.2f}.")
+    lines = [*textwrap.wrap(head, 98), "", markdown_table(TABLE_HEAD, table_rows(rows)), "",
+             "Targets:", ""]
     lines += [f"- {describe_target(t).replace('[', '**').replace(']', '**', 1)}"
               for t in report["targets"]]
     return "\n".join(lines)
