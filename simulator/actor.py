@@ -210,8 +210,13 @@ class ActorSystem:
         await self._actors.pop(name).on_stop()
 
     async def stop_all(self) -> None:
+        """Stop every actor, then cancel the system's own background tasks."""
         for name in list(reversed(self._actors)):
             await self.stop(name)
+        left = [task for tasks in self._side_tasks.values() for task in tasks]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     async def _run(self, actor: Actor, mailbox: Mailbox) -> None:
         while True:

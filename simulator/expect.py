@@ -23,7 +23,8 @@ Events (`Recorder.event(t_s, kind, node, **data)`):
 - `outage`    node = the target ("KM1", "KM1-KM2", "LKM_B"; "partition" for partitions).
               data: `phase` ("start" | "end"), `outage` (down | crash | degrade | partition |
               latency). An outage without `for` has no "end" event.
-- `crash`     an actor crashed (recorded by its supervisor). node = the actor. data: `error`.
+- (actor and background-task failures are not events: the ActorSystem keeps them, and a run
+  with any exits 1 and lists them in summary.json `actor_failures`.)
 
 Audit (`audit` argument, computed by the caller from the key stores and the SAEs' checks):
 `reused_key_ids: int` (key IDs delivered more than once), `mismatched_keys: int` (keys whose

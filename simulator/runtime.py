@@ -12,7 +12,7 @@ import asyncio
 import random
 from typing import Any, Callable, Coroutine
 
-from simulator.actor import A, ActorRef, ActorSystem
+from simulator.actor import SYSTEM, A, ActorRef, ActorSystem
 from simulator.clock import Activity, Clock, VirtualClock, WallClock
 from simulator.metrics import Recorder
 
@@ -28,7 +28,6 @@ class Simulation:
         self.clock: Clock = (VirtualClock(self.activity) if clock == "virtual"
                              else WallClock(time_scale, epoch_s=0.0))
         self.recorder = Recorder()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def derived_rng(self, name: str) -> random.Random:
         """An RNG of its own for one actor, fixed by the run's seed and the actor's name."""
@@ -44,23 +43,9 @@ class Simulation:
         self.recorder.sample(self.clock.now(), node, metric, value)
 
     def start_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run background work that counts as activity until it finishes."""
-        self.activity.begin()
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self.activity.end()
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            self.record("crash", task.get_name(), error=f"{type(error).__name__}: {error}")
-
-    @property
-    def failures(self) -> int:
-        return len(self.system.failures) + len(self.recorder.events_of("crash"))
+        """Run background work that counts as activity until it finishes; a failure is
+        recorded with the actors' failures (the run then exits non-zero)."""
+        return self.system.start_task(SYSTEM, coro)
 
     async def run(self, until_s: float, progress: ProgressFn | None = None) -> None:
         if isinstance(self.clock, VirtualClock):
@@ -78,7 +63,4 @@ class Simulation:
         return self.clock.steps if isinstance(self.clock, VirtualClock) else 0
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.system.stop_all()
