@@ -48,6 +48,8 @@ class NodeConfig:
     max_body_bytes: int = 64 * 1024
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     tls: TlsFiles | None = None
+    # SQLite on the event loop's thread instead of aiosqlite's (the simulator's virtual clock)
+    inline_store: bool = False
 
     def __post_init__(self) -> None:
         if self.key_size_bits % 8 or self.key_size_bits <= 0:

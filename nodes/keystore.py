@@ -204,6 +204,13 @@ def _fetchall(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[An
     return db.execute(sql, parameters).fetchall()
 
 
+def _prepare(db: sqlite3.Connection) -> None:
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
+                   "secure_delete=ON", "foreign_keys=ON"):
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript(SCHEMA)
+
+
 def _in_transaction(db: sqlite3.Connection, txn: Callable[[sqlite3.Connection], T]) -> T:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -216,28 +223,54 @@ def _in_transaction(db: sqlite3.Connection, txn: Callable[[sqlite3.Connection], 
 
 
 class KeyStore:
-    """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`."""
+    """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`.
 
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+    Two ways to reach SQLite, one set of SQL: a served node hands each transaction to
+    aiosqlite's thread (one hop per operation), so the event loop keeps serving while SQLite
+    works; ``inline=True`` (the simulator under its virtual clock, where nothing else may run
+    meanwhile anyway) calls SQLite on the loop's own thread, which saves the hop and the wake-up
+    of the loop that dominate a simulated request.
+    """
+
+    def __init__(self, db: aiosqlite.Connection | sqlite3.Connection, path: str) -> None:
         self._db = db
+        self._inline = isinstance(db, sqlite3.Connection)
+        self._conn: sqlite3.Connection = db if isinstance(db, sqlite3.Connection) else db._conn
         self.path = path
 
     @classmethod
-    async def open(cls, path: str | Path) -> "KeyStore":
-        db = await aiosqlite.connect(str(path), isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
-                       "secure_delete=ON", "foreign_keys=ON"):
-            await db.execute(f"PRAGMA {pragma}")
-        await db.executescript(SCHEMA)
+    async def open(cls, path: str | Path, inline: bool = False) -> "KeyStore":
+        if inline:
+            db: Any = sqlite3.connect(str(path), isolation_level=None)
+            _prepare(db)
+        else:
+            db = await aiosqlite.connect(str(path), isolation_level=None)
+            await db._execute(_prepare, db._conn)
         return cls(db, str(path))
 
     async def close(self) -> None:
-        await self._db.close()
+        if isinstance(self._db, sqlite3.Connection):
+            self._db.close()
+        else:
+            await self._db.close()
+
+    async def checkpoint(self) -> None:
+        """Write the WAL back into the database file and truncate it."""
+        await self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` where this store runs SQL (see the class docstring)."""
+        if self._inline:
+            return fn(self._conn, *args)
+        return await self._db._execute(fn, self._conn, *args)  # type: ignore[union-attr]
 
     async def _atomic(self, txn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a whole transaction in one hop to the connection's thread (aiosqlite's own):
-        the hop, not SQLite, is what a request pays for, so each operation pays it once."""
-        return await self._db._execute(_in_transaction, self._db._conn, txn)
+        """Run a whole transaction in one call: the hop to aiosqlite's thread, not SQLite, is
+        what a served request pays for, so each operation pays it once."""
+        return await self._call(_in_transaction, txn)
+
+    async def _rows(self, sql: str, parameters: Any = ()) -> list[Any]:
+        return await self._call(_fetchall, sql, parameters)
 
     # -- users and pools -------------------------------------------------------------------
 
@@ -262,7 +295,7 @@ class KeyStore:
         return await self._atomic(txn)
     async def exists(self, sae_id: str) -> bool:
         """Is ``sae_id`` a user at home here (remote users only have slices here)?"""
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             "SELECT 1 FROM users WHERE sae_id = ? AND home_lkm IS NULL", (sae_id,))
         return bool(rows)
 
@@ -280,12 +313,12 @@ class KeyStore:
 
         return await self._atomic(txn)
     async def pool_status(self, sae_id: str) -> PoolStatus | None:
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             POOL_STATUS + " WHERE u.sae_id = ?", (sae_id,))
         return PoolStatus(*rows[0]) if rows else None
 
     async def all_pools(self) -> list[PoolStatus]:
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             POOL_STATUS + " WHERE u.is_active = 1 ORDER BY u.sae_id")
         return [PoolStatus(*row) for row in rows]
 
@@ -345,7 +378,7 @@ class KeyStore:
         return keys
 
     async def local_users(self) -> set[str]:
-        rows = await self._db.execute_fetchall("SELECT sae_id FROM users WHERE home_lkm IS NULL")
+        rows = await self._rows("SELECT sae_id FROM users WHERE home_lkm IS NULL")
         return {row[0] for row in rows}
 
     async def reserve_with_status(self, owner: str, master: str, slave: str, number: int,
@@ -539,7 +572,7 @@ class KeyStore:
 
     async def key_status(self, key_id: str) -> tuple[int, str, str | None] | None:
         """(status, owner, master) of a key, or None; never the material."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             "SELECT status, sae_id, delivered_to_sae_id FROM quantum_keys WHERE key_id = ?",
             (key_id,))
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
@@ -559,25 +592,25 @@ class KeyStore:
 
         return await self._atomic(txn)
     async def sync_stats(self) -> SyncStats:
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             "SELECT COUNT(*), COALESCE(SUM(outcome = 'ok'), 0), COALESCE(SUM(outcome != 'ok'), 0),"
             " COALESCE(SUM(keys_received), 0) FROM sync_logs")
         return SyncStats(*rows[0])
 
     async def last_sync_time(self) -> float | None:
-        rows = await self._db.execute_fetchall("SELECT MAX(at) FROM sync_logs")
+        rows = await self._rows("SELECT MAX(at) FROM sync_logs")
         return rows[0][0]
 
     async def audit(self) -> dict[str, int]:
         """Counts for invariant checks: rows by state, and key IDs or material seen twice."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._rows(
             "SELECT status, COUNT(*) FROM quantum_keys GROUP BY status")
         counts = {f"status_{status}": count for status, count in rows}
-        dup = await self._db.execute_fetchall(
+        dup = await self._rows(
             "SELECT COUNT(*) FROM (SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL"
             " GROUP BY key_data HAVING COUNT(*) > 1)")
         counts["duplicate_material"] = dup[0][0]
-        pools = await self._db.execute_fetchall(COUNTS_FROM_ROWS)
+        pools = await self._rows(COUNTS_FROM_ROWS)
         counts["counter_mismatches"] = sum(1 for row in pools if tuple(row[1:4]) != tuple(row[4:7]))
         return counts
 

@@ -85,7 +85,7 @@ class LocalKeyManager(Actor):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self.store = await KeyStore.open(self.config.db_path)
+        self.store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store)
         self._schedule_sync()
 
     async def on_stop(self) -> None:

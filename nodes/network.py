@@ -29,6 +29,7 @@ from nodes.sae import Flow, MailAudit, SimulatedSAE
 from nodes.serve import ServedNode
 from nodes.trace import Replayer, TraceWriter, load_trace, recorder_hook
 from simulator.actor import ActorRef
+from simulator.clock import VirtualClock
 from simulator.faults import schedule_outages
 from simulator.metrics import pool_node
 from simulator.runtime import Simulation
@@ -130,7 +131,8 @@ class Network:
             max_key_size_bits=settings.key_size_bits * max(1, 4096 // settings.key_size_bits),
             min_key_size_bits=min(64, settings.key_size_bits),
             min_pool_size=1, max_pool_size=max(pool_sizes),
-            sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency))
+            sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
+            inline_store=isinstance(self.sim.clock, VirtualClock))
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:

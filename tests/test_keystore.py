@@ -15,9 +15,11 @@ from nodes.keystore import KeyStore
 KEY_BITS = 8192
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    opened = await KeyStore.open(tmp_path / "keys.db")
+@pytest.fixture(params=[False, True], ids=["aiosqlite", "inline"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest):
+    """Every store test runs both ways the store reaches SQLite: aiosqlite's thread (served
+    nodes) and inline on the loop (the simulator's virtual clock)."""
+    opened = await KeyStore.open(tmp_path / "keys.db", inline=request.param)
     try:
         yield opened
     finally:
@@ -75,7 +77,7 @@ async def test_the_slave_reads_each_key_once_and_the_material_is_erased(store, t
     assert await store.take_for_slave("bob", "alice", ids, 2.0) == keys
     with pytest.raises(KeysNotFound):
         await store.take_for_slave("bob", "alice", ids, 3.0)
-    await store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await store.checkpoint()
     raw = (tmp_path / "keys.db").read_bytes()
     assert all(k.material not in raw for k in keys)
 
