@@ -204,8 +204,8 @@ def _fetchall(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[An
     return db.execute(sql, parameters).fetchall()
 
 
-def _prepare(db: sqlite3.Connection) -> None:
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
+def _prepare(db: sqlite3.Connection, synchronous: str = "NORMAL") -> None:
+    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=5000",
                    "secure_delete=ON", "foreign_keys=ON"):
         db.execute(f"PRAGMA {pragma}")
     db.executescript(SCHEMA)
@@ -242,7 +242,9 @@ class KeyStore:
     async def open(cls, path: str | Path, inline: bool = False) -> "KeyStore":
         if inline:
             db: Any = sqlite3.connect(str(path), isolation_level=None)
-            _prepare(db)
+            # A simulated crash stops the actor, not the OS, so what SQLite has written
+            # survives it without an fsync; a served node (below) keeps NORMAL.
+            _prepare(db, synchronous="OFF")
         else:
             db = await aiosqlite.connect(str(path), isolation_level=None)
             await db._execute(_prepare, db._conn)

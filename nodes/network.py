@@ -3,7 +3,8 @@
 Each KM is a :class:`~nodes.km.KeyManager` actor, each QKD link a :class:`~nodes.qkd_link.QKDLink`
 actor, and each LKM a real served node (its actor, its SQLite file, its aiohttp site on
 127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.km.KMNetwork`.
-Each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks HTTP to its home LKM. For every traffic
+Each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks to its home LKM over HTTP (or, with
+``transport: direct``, in ETSI messages to its actor). For every traffic
 flow between SAEs on different LKMs the sender's LKM keeps a slice of the receiver's pool, filled
 before the run starts. What this build cannot run yet is refused up front with the scenario path
 that asks for it, never silently ignored.
@@ -25,7 +26,8 @@ from nodes.messages import AddRemote, Audit, ListPools, Register, Sync
 from nodes.pki import safe_file_stem
 from nodes.qkd_link import Degrade, QKDLink, SetLatency, SetUp
 from nodes.routing import Edge, edge_key, km_graph
-from nodes.sae import Flow, MailAudit, SimulatedSAE
+from nodes.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
+                       Transport)
 from nodes.serve import ServedNode
 from nodes.trace import Replayer, TraceWriter, load_trace, recorder_hook
 from simulator.actor import ActorRef
@@ -212,7 +214,12 @@ class Network:
     async def _spawn_sae(self, sae_id: str, lkm_id: str) -> None:
         assert self.session is not None
         settings = self.scenario.lkm_settings(lkm_id)
-        actor = SimulatedSAE(sae_id, self.nodes[lkm_id].url, self.session, self.sim.clock,
+        transport: Transport
+        if self.scenario.transport == "direct":
+            transport = DirectTransport(lambda: self.lkm_refs.get(lkm_id))
+        else:
+            transport = HttpTransport(self.session, self.nodes[lkm_id].url)
+        actor = SimulatedSAE(sae_id, transport, self.sim.clock,
                              self.sim.derived_rng(f"sae:{sae_id}"), self.sim.record, self.audit,
                              settings.key_size_bits, settings.max_keys_per_request)
         self.saes[sae_id] = await self.sim.spawn(actor)

@@ -1,11 +1,16 @@
 """Simulated users (SAEs): mail traffic through the real ETSI 014 API of their home LKM.
 
 A sender's mails arrive as a Poisson process per traffic flow. For each mail it takes
-``ceil(mail_bytes / key_bytes)`` keys from the receiver's pool with enc_keys (over HTTP, through the
-same aiohttp application external clients use), then tells the receiver the key IDs and a digest
-of the key bytes. The receiver reads the keys with dec_keys at its own home LKM and checks the
+``ceil(mail_bytes / key_bytes)`` keys from the receiver's pool with enc_keys, then tells the
+receiver the key IDs and a digest of the key bytes. The receiver reads the keys with dec_keys at its own home LKM and checks the
 digest, so a run proves that both ends saw identical key material. Key material never leaves
-these two HTTP exchanges: events carry counts and reasons only.
+these two exchanges: events carry counts and reasons only.
+
+An SAE reaches its LKM through a :class:`Transport`: :class:`HttpTransport` (the default) sends
+real HTTP requests to the same aiohttp application external clients use; :class:`DirectTransport`
+(the scenario's ``transport: direct``) asks the LKM actor the same ETSI messages the handlers would
+and renders the reply with the handlers' own body function, which skips the HTTP stack but
+leaves the LKM, its store and every outcome as they are.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import aiohttp
 
+from nodes.api import keys_body
+from nodes.errors import QKDError
+from nodes.messages import GetKeys, GetKeysWithIds
 from nodes.trace import SIMULATED_HEADER
-from simulator.actor import Actor, ActorRef
+from simulator.actor import Actor, ActorRef, ActorStopped
 from simulator.clock import Clock
 
 API = "/api/v1/keys"
@@ -70,15 +78,76 @@ class MailAudit:
 
 
 Record = Callable[..., None]
+Reply = tuple[int, Any]  # (HTTP status, JSON body); status 0: the LKM could not be reached
+
+
+class Transport(Protocol):
+    async def enc_keys(self, caller: str, slave: str, number: int, size_bits: int) -> Reply: ...
+
+    async def dec_keys(self, caller: str, master: str, key_ids: tuple[str, ...]) -> Reply: ...
+
+
+class HttpTransport:
+    """ETSI 014 over HTTP to the LKM's served aiohttp site (identity by ``X-SAE-ID``)."""
+
+    def __init__(self, session: aiohttp.ClientSession, home_url: str) -> None:
+        self.session = session
+        self.home_url = home_url
+
+    async def enc_keys(self, caller: str, slave: str, number: int, size_bits: int) -> Reply:
+        return await self._post(caller, f"{API}/{slave}/enc_keys",
+                                {"number": number, "size": size_bits})
+
+    async def dec_keys(self, caller: str, master: str, key_ids: tuple[str, ...]) -> Reply:
+        return await self._post(caller, f"{API}/{master}/dec_keys",
+                                {"key_IDs": [{"key_ID": k} for k in key_ids]})
+
+    async def _post(self, caller: str, path: str, body: dict[str, Any]) -> Reply:
+        try:
+            async with self.session.post(self.home_url + path, json=body,
+                                         headers={"X-SAE-ID": caller,
+                                                  SIMULATED_HEADER: "sae"}) as response:
+                return response.status, await response.json(content_type=None)
+        except aiohttp.ClientError:
+            return 0, {"message": UNREACHABLE}
+        except ValueError:
+            return 0, {"message": "reply is not JSON"}
+
+
+class DirectTransport:
+    """The same ETSI messages, asked of the LKM actor without HTTP. ``home`` returns the LKM's
+    current actor, or None while it is down (a crashed LKM is unreachable, as over HTTP)."""
+
+    def __init__(self, home: Callable[[], ActorRef[Any] | None]) -> None:
+        self.home = home
+
+    async def enc_keys(self, caller: str, slave: str, number: int, size_bits: int) -> Reply:
+        return await self._ask(GetKeys(caller, slave, number=number, size_bits=size_bits))
+
+    async def dec_keys(self, caller: str, master: str, key_ids: tuple[str, ...]) -> Reply:
+        return await self._ask(GetKeysWithIds(caller, master, key_ids))
+
+    async def _ask(self, message: object) -> Reply:
+        ref = self.home()
+        if ref is None:
+            return 0, {"message": UNREACHABLE}
+        try:
+            return 200, keys_body(await ref.ask(message))
+        except QKDError as error:
+            return error.status, error.body()
+        except ActorStopped:
+            return 0, {"message": UNREACHABLE}
+
+
+UNREACHABLE = "connection failed"
 
 
 class SimulatedSAE(Actor):
-    def __init__(self, sae_id: str, home_url: str, session: aiohttp.ClientSession, clock: Clock,
+    def __init__(self, sae_id: str, transport: Transport, clock: Clock,
                  rng: random.Random, record: Record, audit: MailAudit, key_size_bits: int,
                  max_keys_per_request: int) -> None:
         super().__init__(sae_id)
-        self.home_url = home_url
-        self.session = session
+        self.transport = transport
         self.clock = clock
         self.rng = rng
         self.record = record
@@ -111,8 +180,8 @@ class SimulatedSAE(Actor):
         digest = hashlib.sha256()
         while len(ids) < needed:
             number = min(needed - len(ids), self.max_keys_per_request)
-            status, body = await self._post(f"{API}/{mail.to_sae}/enc_keys",
-                                            {"number": number, "size": self.key_size_bits})
+            status, body = await self.transport.enc_keys(self.name, mail.to_sae, number,
+                                                         self.key_size_bits)
             if status != 200:
                 self.record("failure", self.name, to=mail.to_sae, reason=_reason(status, body))
                 return
@@ -127,8 +196,7 @@ class SimulatedSAE(Actor):
         digest = hashlib.sha256()
         for start in range(0, len(mail.key_ids), self.max_keys_per_request):
             chunk = mail.key_ids[start:start + self.max_keys_per_request]
-            status, body = await self._post(f"{API}/{mail.from_sae}/dec_keys",
-                                            {"key_IDs": [{"key_ID": k} for k in chunk]})
+            status, body = await self.transport.dec_keys(self.name, mail.from_sae, chunk)
             if status in (0, 503) and mail.attempt + 1 < READ_ATTEMPTS:
                 retry = MailArrived(mail.from_sae, mail.key_ids, mail.digest, mail.attempt + 1)
                 self.clock.call_later(READ_RETRY_S, lambda: self.ref.tell(retry))
@@ -146,15 +214,6 @@ class SimulatedSAE(Actor):
             self.record("receive_failure", self.name, sender=mail.from_sae, reason="mismatch")
             return
         self.audit.mails_received += 1
-
-    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        try:
-            async with self.session.post(self.home_url + path, json=body,
-                                         headers={"X-SAE-ID": self.name,
-                                                  SIMULATED_HEADER: "sae"}) as response:
-                return response.status, await response.json(content_type=None)
-        except (aiohttp.ClientError, ValueError) as error:
-            return 0, {"message": type(error).__name__}
 
 
 def _reason(status: int, body: Any) -> str:

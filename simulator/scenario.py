@@ -365,6 +365,9 @@ class Scenario(_Frozen):
     clock: Literal["virtual", "wall"] = "virtual"
     time_scale: float = Field(1.0, gt=0, description="wall clock only: simulated s per real s")
     sample_interval_s: PositiveSeconds = Field(600.0, alias="sample_interval")
+    transport: Literal["http", "direct"] = Field(
+        "http", description="how simulated SAEs reach their LKM: real HTTP to its served ETSI 014 "
+        "API, or the same ETSI messages asked of the LKM actor directly (no HTTP stack; faster)")
     defaults: Defaults = Defaults()
     kms: tuple[KM, ...] = Field(min_length=1)
     links: tuple[Link, ...] = ()

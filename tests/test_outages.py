@@ -41,15 +41,20 @@ def test_there_are_at_least_five_golden_outage_scenarios_each_with_a_twin() -> N
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
 async def test_a_golden_outage_scenario_passes_and_repeats_exactly(path: Path, tmp_path) -> None:
+    """...and repeats exactly with ``transport: direct`` too: SAEs that skip HTTP see the same
+    LKMs, so every recorded row and event must be the same bytes."""
     scenario = parse_scenario(load(path))
+    assert scenario.transport == "http"
     first = await run(scenario, tmp_path / "one")
     second = await run(scenario, tmp_path / "two")
+    direct = await run(parse_scenario({**load(path), "transport": "direct"}), tmp_path / "direct")
     failed = [f"{r.name}: {r.figure}" for r in first.results if not r.passed]
     assert first.exit_code == 0, failed
     assert [e["kind"] for e in events(tmp_path / "one")].count("outage") >= 1
     for name in ("metrics.csv", "events.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-    assert second.summary["audit"] == first.summary["audit"]
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
+    assert second.summary["audit"] == first.summary["audit"] == direct.summary["audit"]
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
