@@ -23,7 +23,7 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python run_scenario.py --serve
 
-BENCH_SCENARIOS ?= scenarios/quickstart.yaml scenarios/two_sites.yaml
+BENCH_SCENARIOS ?= scenarios/quickstart.yaml scenarios/two_sites.yaml scenarios/city.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
