@@ -9,6 +9,7 @@ Event kinds and metric names are those of expect.py's data contract.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +120,26 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
 
 
 def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:
-    """Mark each sync on its pool's line: filled when it completed, hollow when it did not."""
-    seen: dict[str, tuple[str, str]] = {}
-    failed = False
+    """Mark each sync on its pool's line: filled when it completed, hollow when it did not.
+    One plot call per (reason, completed) group: a city records tens of thousands of syncs,
+    and a Line2D per marker cost more than the whole simulation."""
+    groups: dict[tuple[str, bool], tuple[list[float], list[float]]] = {}
+    levels: dict[str, tuple[list[float], list[float]]] = {}
     for event in recorder.events_of("sync"):
-        reason = str(event.get("reason"))
-        colour, marker = SYNC_STYLE.get(reason, OTHER_SYNC_STYLE)
-        seen[reason] = (colour, marker)
-        ok = event.get("outcome") == "ok"
-        failed = failed or not ok
-        y = _level_at(recorder.series(str(event.get("pool")), "pool_keys"), event.t_s)
-        face = colour if ok else "none"
-        ax.plot([event.t_s / HOUR_S], [y], ls="none", marker=marker, ms=7, mec=colour, mfc=face)
+        reason, ok = str(event.get("reason")), event.get("outcome") == "ok"
+        pool = str(event.get("pool"))
+        if pool not in levels:
+            series = recorder.series(pool, "pool_keys")
+            levels[pool] = ([t for t, _ in series], [v for _, v in series])
+        xs, ys = groups.setdefault((reason, ok), ([], []))
+        xs.append(event.t_s / HOUR_S)
+        ys.append(_level_at(*levels[pool], event.t_s))
+    seen = {reason: SYNC_STYLE.get(reason, OTHER_SYNC_STYLE) for reason, _ in groups}
+    for (reason, ok), (xs, ys) in groups.items():
+        colour, marker = seen[reason]
+        ax.plot(xs, ys, ls="none", marker=marker, ms=7, mec=colour, mfc=colour if ok else "none")
     handles = [_marker_handle(f"{r} sync", *seen[r]) for r in _sync_order(seen)]
-    if failed:
+    if any(not ok for _, ok in groups):
         handles.append(_marker_handle("sync not completed", "black", "o", face="none"))
     return handles
 
@@ -147,15 +154,12 @@ def _marker_handle(label: str, colour: str, marker: str, face: str | None = None
     return Line2D([], [], ls="none", marker=marker, ms=7, mec=colour, mfc=face, label=label)
 
 
-def _level_at(series: list[tuple[float, float]], t_s: float) -> float:
+def _level_at(times: list[float], values: list[float], t_s: float) -> float:
     """Return the level a sync at `t_s` saw: the last sample before it (the first sample if
     none, 0 without samples). Lines are drawn as steps, so the marker sits on its pool's line."""
-    level = series[0][1] if series else 0.0
-    for sample_t_s, value in series:
-        if sample_t_s >= t_s:
-            break
-        level = value
-    return level
+    if not values:
+        return 0.0
+    return values[max(bisect_left(times, t_s) - 1, 0)]
 
 
 def _shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
