@@ -33,8 +33,9 @@ class RunOutcome:
     summary: dict[str, Any]
     results: tuple[ExpectationResult, ...]
     actor_failures: tuple[str, ...]
-    wall_s: float
+    wall_s: float  # building the network and simulating (not the report)
     steps: int
+    setup_s: float = 0.0  # of wall_s: building the network (registration fills every pool)
 
     @property
     def exit_code(self) -> int:
@@ -95,8 +96,10 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     state_dir.mkdir()
     sim = Simulation(scenario.seed, clock, scenario.time_scale)
     network = Network(scenario, sim, state_dir, trace, serving=clock == "wall")
+    setup_s = 0.0
     try:
         await network.start()
+        setup_s = time.perf_counter() - began
         if started is not None:
             started(network)
         await drive(sim)
@@ -105,11 +108,11 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     finally:
         await network.close()
         await sim.shutdown()
-    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began)
+    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s)
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
-            wall_s: float) -> RunOutcome:
+            wall_s: float, setup_s: float) -> RunOutcome:
     recorder = sim.recorder
     recorder.write_csv(out_dir / "metrics.csv")
     recorder.write_jsonl(out_dir / "events.jsonl")
@@ -124,7 +127,7 @@ def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir:
         "expectations": [{"name": r.name, "passed": r.passed, "figure": r.figure}
                          for r in results]})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return RunOutcome(out_dir, summary, results, failures, wall_s, sim.steps)
+    return RunOutcome(out_dir, summary, results, failures, wall_s, sim.steps, setup_s)
 
 
 def format_outcome(outcome: RunOutcome) -> str:

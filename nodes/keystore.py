@@ -204,9 +204,9 @@ def _fetchall(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[An
     return db.execute(sql, parameters).fetchall()
 
 
-def _prepare(db: sqlite3.Connection, synchronous: str = "NORMAL") -> None:
-    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=5000",
-                   "secure_delete=ON", "foreign_keys=ON"):
+def _prepare(db: sqlite3.Connection, *simulated: str) -> None:
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
+                   "secure_delete=ON", "foreign_keys=ON", *simulated):
         db.execute(f"PRAGMA {pragma}")
     db.executescript(SCHEMA)
 
@@ -243,8 +243,9 @@ class KeyStore:
         if inline:
             db: Any = sqlite3.connect(str(path), isolation_level=None)
             # A simulated crash stops the actor, not the OS, so what SQLite has written
-            # survives it without an fsync; a served node (below) keeps NORMAL.
-            _prepare(db, synchronous="OFF")
+            # survives it without an fsync; a served node (below) keeps NORMAL. A simulation
+            # may hold a thousand stores open: 512 KiB of page cache each, not SQLite's 2 MB.
+            _prepare(db, "synchronous=OFF", "cache_size=-512")
         else:
             db = await aiosqlite.connect(str(path), isolation_level=None)
             await db._execute(_prepare, db._conn)

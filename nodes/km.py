@@ -108,6 +108,7 @@ class KMNetwork:
         self.links = links
         self.lkms = lkms
         self.record = record
+        self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
 
     async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int,
                     provision: bool = False) -> list[bytes]:
@@ -147,7 +148,7 @@ class KMNetwork:
         path can carry them."""
         bad_edges: set[Edge] = set()
         bad_nodes: set[str] = set()
-        while (path := shortest_path(self.graph, src, dst, bad_edges, bad_nodes)) is not None:
+        while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
             down = await self._down_relays(path)
             if down:
                 bad_nodes |= down
@@ -158,6 +159,16 @@ class KMNetwork:
                 return path
             bad_edges.add(failed)
         return None
+
+    def _path(self, src: str, dst: str, bad_edges: set[Edge],
+              bad_nodes: set[str]) -> list[str] | None:
+        """:func:`shortest_path`, remembered: the graph never changes (what is down is learnt
+        per relay, as ``bad_*``), and a city asks the same few questions thousands of times."""
+        key = (src, dst, frozenset(bad_edges), frozenset(bad_nodes))
+        if key not in self._paths:
+            self._paths[key] = shortest_path(self.graph, src, dst, bad_edges, bad_nodes)
+        path = self._paths[key]
+        return None if path is None else list(path)
 
     async def _cross(self, path: list[str]) -> None:
         """The relay takes as long as the added latency of the links it crossed."""
