@@ -242,16 +242,20 @@ class KeyStore:
     async def open(cls, path: str | Path, inline: bool = False) -> "KeyStore":
         if inline:
             db: Any = sqlite3.connect(str(path), isolation_level=None)
-            # A simulated crash stops the actor, not the OS, so what SQLite has written
-            # survives it without an fsync; a served node (below) keeps NORMAL. A simulation
-            # may hold a thousand stores open: 512 KiB of page cache each, not SQLite's 2 MB.
-            _prepare(db, "synchronous=OFF", "cache_size=-512")
+            # A simulation's files are its own: one connection each, and a simulated crash
+            # stops the actor, not the process, so every committed transaction survives it
+            # without an fsync or an on-disk journal; the file is locked while the run holds it
+            # open (readable afterwards). A simulation may hold a thousand stores open: 512 KiB
+            # of page cache each, not SQLite's 2 MB. Served nodes (below) keep WAL and NORMAL.
+            _prepare(db, "journal_mode=MEMORY", "locking_mode=EXCLUSIVE", "synchronous=OFF",
+                     "cache_size=-512")
         else:
             db = await aiosqlite.connect(str(path), isolation_level=None)
             await db._execute(_prepare, db._conn)
         return cls(db, str(path))
 
     async def close(self) -> None:
+        """Close the file (a second call does nothing)."""
         if isinstance(self._db, sqlite3.Connection):
             self._db.close()
         else:

@@ -133,6 +133,7 @@ async def test_counts_always_equal_the_rows(store, tmp_path) -> None:
     await store.reserve("bob", "alice", "bob", 3, KEY_BITS, 1.0)
     await store.reserve("bob", "alice", "bob", 5, 1024, 1.0)
     pool = await store.pool_status("bob")
+    await store.close()  # the simulator's inline store holds its file locked while open
     with sqlite3.connect(tmp_path / "keys.db") as raw:
         bits = raw.execute("SELECT SUM(size_bits) FROM quantum_keys WHERE status = 0").fetchone()[0]
         used = raw.execute("SELECT COUNT(*) FROM quantum_keys WHERE status > 0").fetchone()[0]
