@@ -121,8 +121,8 @@ class Network:
 
     def node_config(self, lkm_id: str) -> NodeConfig:
         settings = self.scenario.lkm_settings(lkm_id)
-        pool_sizes = [self.scenario.sae_pool_size(s.id) for s in self.scenario.saes
-                      if s.lkm == lkm_id] or [settings.pool_size]
+        pool_sizes = [self.scenario.sae_pool_size(s.id)
+                      for s in self.scenario.saes_at(lkm_id)] or [settings.pool_size]
         sync = settings.sync
         return NodeConfig(
             kme_id=lkm_id, local_km_id=lkm_id, port=settings.port or 0,

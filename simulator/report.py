@@ -9,6 +9,7 @@ Event kinds and metric names are those of expect.py's data contract.
 from __future__ import annotations
 
 import json
+import statistics
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ SYNC_STYLE = {  # reason -> (colour, marker)
 }
 OTHER_SYNC_STYLE = ("tab:gray", "D")
 MAX_POOL_LEGEND = 12
+MAX_POOL_LINES = 40  # beyond this, the lowest and median of all pools (see _draw_envelope)
 
 
 def write_report(
@@ -95,11 +97,13 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
     figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
     pools = recorder.nodes_with("pool_keys")
-    for index, pool in enumerate(pools):
+    for index, pool in enumerate(pools[:MAX_POOL_LINES]):
         series = recorder.series(pool, "pool_keys")
         label = pool if index < MAX_POOL_LEGEND else "_nolegend_"
         hours, levels = [t / HOUR_S for t, _ in series], [v for _, v in series]
         ax.plot(hours, levels, lw=1.2, drawstyle="steps-post", label=label)
+    if len(pools) > MAX_POOL_LINES:
+        _draw_envelope(ax, recorder, pools)
     handles = _draw_syncs(ax, recorder)
     _shade_outages(ax, windows)
     ax.set_title(f"{title}: pool levels")
@@ -112,11 +116,29 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
         _note(ax, "no pool_keys samples recorded")
     pool_handles, _ = ax.get_legend_handles_labels()
     if len(pools) > MAX_POOL_LEGEND:
-        more = Line2D([], [], ls="none", label=f"(+{len(pools) - MAX_POOL_LEGEND} more pools)")
+        drawn = min(len(pools), MAX_POOL_LINES) - MAX_POOL_LEGEND
+        text = f"(+{drawn} more pools)" if len(pools) <= MAX_POOL_LINES else \
+            f"(+{drawn} more; all {len(pools)} in black)"
+        more = Line2D([], [], ls="none", label=text)
         pool_handles.append(more)
     if pool_handles or handles:
         ax.legend(handles=pool_handles + handles, loc="upper left", bbox_to_anchor=(1.01, 1))
     return figure
+
+
+def _draw_envelope(ax: Axes, recorder: Recorder, pools: list[str]) -> None:
+    """Over many pools, one line per pool is unreadable and slow: the lowest and the median
+    level of all pools at each sampling time stand for the ones not drawn."""
+    at: dict[float, list[float]] = {}
+    for pool in pools:
+        for t_s, value in recorder.series(pool, "pool_keys"):
+            at.setdefault(t_s, []).append(value)
+    times = sorted(at)
+    hours = [t / HOUR_S for t in times]
+    ax.plot(hours, [min(at[t]) for t in times], lw=1.6, c="black", ls="--",
+            drawstyle="steps-post", label="lowest of all pools")
+    ax.plot(hours, [statistics.median(at[t]) for t in times], lw=1.6, c="black",
+            drawstyle="steps-post", label="median of all pools")
 
 
 def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:

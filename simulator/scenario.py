@@ -9,6 +9,8 @@ Cross-references are checked only once every field is valid on its own.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -406,14 +408,52 @@ class Scenario(_Frozen):
 
     def lkm(self, lkm_id: str) -> LKM:
         """Return the LKM called `lkm_id` (KeyError if there is none)."""
-        return _find(self.lkms, lkm_id, "LKM")
+        return _find(self._by_id, self.lkms, lkm_id, "LKM")
 
     def sae(self, sae_id: str) -> SAE:
         """Return the SAE called `sae_id` (KeyError if there is none)."""
-        return _find(self.saes, sae_id, "SAE")
+        return _find(self._by_id, self.saes, sae_id, "SAE")
+
+    def saes_at(self, lkm_id: str) -> tuple[SAE, ...]:
+        """The SAEs homed at `lkm_id`, in scenario order."""
+        return self._saes_by_lkm.get(lkm_id, ())
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Scenario:
+        """pydantic's copy, without the lookup caches of the original (they may be stale)."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in ("_by_id", "_saes_by_lkm", "_settings"):
+            copy.__dict__.pop(name, None)
+        return copy
+
+    @cached_property
+    def _by_id(self) -> dict[tuple[int, str], Any]:
+        """(id of the section's tuple, item id) -> item: lookups in a 100,000-user scenario
+        must not scan the list (a model is frozen, so the index never goes stale)."""
+        index: dict[tuple[int, str], Any] = {}
+        for items in (self.lkms, self.saes):
+            for item in items:
+                index.setdefault((id(items), item.id), item)
+        return index
+
+    @cached_property
+    def _saes_by_lkm(self) -> dict[str, tuple[SAE, ...]]:
+        grouped: dict[str, list[SAE]] = {}
+        for sae in self.saes:
+            grouped.setdefault(sae.lkm, []).append(sae)
+        return {lkm: tuple(saes) for lkm, saes in grouped.items()}
 
     def lkm_settings(self, lkm_id: str) -> LKMSettings:
         """Return the settings of `lkm_id`: its own overrides, else the scenario defaults."""
+        cache = self._settings
+        if lkm_id not in cache:
+            cache[lkm_id] = self._lkm_settings(lkm_id)
+        return cache[lkm_id]
+
+    @cached_property
+    def _settings(self) -> dict[str, LKMSettings]:
+        return {}
+
+    def _lkm_settings(self, lkm_id: str) -> LKMSettings:
         lkm, base = self.lkm(lkm_id), self.defaults
         sync = base.sync
         if lkm.sync is not None:
@@ -451,11 +491,12 @@ def target_kinds(scenario: Scenario) -> dict[str, str]:
     return kinds
 
 
-def _find(items: tuple[Any, ...], item_id: str, what: str) -> Any:
-    for item in items:
-        if item.id == item_id:
-            return item
-    raise KeyError(f"unknown {what} {item_id!r}")
+def _find(index: dict[tuple[int, str], Any], items: tuple[Any, ...], item_id: str,
+          what: str) -> Any:
+    try:
+        return index[(id(items), item_id)]
+    except KeyError:
+        raise KeyError(f"unknown {what} {item_id!r}") from None
 
 
 def _override_duration(value: float | str) -> float:
