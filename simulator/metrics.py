@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,18 +62,26 @@ def pool_node(lkm_id: str, owner_sae: str) -> str:
 
 
 class Recorder:
-    """Collects samples and events of one run, in the order they were recorded."""
+    """Collects samples and events of one run, in the order they were recorded.
+
+    Samples are kept in flat arrays (time, value, series number: 20 bytes a reading, where a
+    `Sample` object and a tuple took about 180), since a 1,000-LKM run records millions."""
 
     def __init__(self) -> None:
-        self._samples: list[Sample] = []
+        self._t = array("d")
+        self._v = array("d")
+        self._k = array("I")  # the reading's series, an index into _keys
+        self._keys: list[tuple[str, str]] = []
+        self._numbers: dict[tuple[str, str], int] = {}  # key -> its index in _keys
+        self._series: dict[tuple[str, str], array[int]] = {}  # key -> its readings' positions
         self._events: list[Event] = []
-        self._series: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self._by_kind: dict[str, list[Event]] = {}
 
     @property
     def samples(self) -> list[Sample]:
         """All samples in insertion order (a copy)."""
-        return list(self._samples)
+        keys = self._keys
+        return [Sample(t, *keys[k], v) for t, v, k in zip(self._t, self._v, self._k)]
 
     @property
     def events(self) -> list[Event]:
@@ -82,13 +91,21 @@ class Recorder:
     def sample(self, t_s: float, node: str, metric: str, value: float) -> None:
         """Record `metric` of `node` at `t_s`; time must not go backwards within a series."""
         t_s, value = _finite(t_s, "t_s"), _finite(value, "value")
-        series = self._series.setdefault((node, metric), [])
-        if series and t_s < series[-1][0]:
+        key = (node, metric)
+        number = self._numbers.get(key)
+        if number is None:
+            number = self._numbers[key] = len(self._keys)
+            self._keys.append(key)
+            self._series[key] = array("I")
+        series = self._series[key]
+        if series and t_s < self._t[series[-1]]:
             raise ValueError(
-                f"sample of {metric} at {node} goes back in time: {t_s} < {series[-1][0]}"
+                f"sample of {metric} at {node} goes back in time: {t_s} < {self._t[series[-1]]}"
             )
-        series.append((t_s, value))
-        self._samples.append(Sample(t_s, node, metric, value))
+        series.append(len(self._t))
+        self._t.append(t_s)
+        self._v.append(value)
+        self._k.append(number)
 
     def event(self, t_s: float, kind: str, node: str, **data: object) -> None:
         """Record an event; data values must be scalars or sequences of scalars (JSON-able)."""
@@ -99,7 +116,9 @@ class Recorder:
 
     def series(self, node: str, metric: str) -> list[tuple[float, float]]:
         """Return the `(t_s, value)` readings of `metric` at `node`, in time order."""
-        return list(self._series.get((node, metric), []))
+        positions = self._series.get((node, metric), ())
+        t, v = self._t, self._v
+        return [(t[i], v[i]) for i in positions]
 
     def nodes_with(self, metric: str) -> list[str]:
         """Return the nodes that have samples of `metric`, sorted."""
@@ -125,7 +144,7 @@ class Recorder:
 
     def last_t_s(self) -> float:
         """Return the latest time of any row, or 0.0 for an empty recording."""
-        ends = [series[-1][0] for series in self._series.values()]
+        ends = [self._t[series[-1]] for series in self._series.values()]
         return max(ends + [e.t_s for e in self._events], default=0.0)
 
     def write_csv(self, path: Path | str) -> None:
@@ -133,8 +152,10 @@ class Recorder:
         with Path(path).open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(("t_s", "node", "metric", "value"))
-            for s in self._samples:
-                writer.writerow((format_float(s.t_s), s.node, s.metric, format_float(s.value)))
+            keys = self._keys
+            for t_s, value, k in zip(self._t, self._v, self._k):
+                node, metric = keys[k]
+                writer.writerow((format_float(t_s), node, metric, format_float(value)))
 
     def write_jsonl(self, path: Path | str) -> None:
         """Write one JSON object per event: {"data", "kind", "node", "t_s"}, keys sorted."""
