@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Recorder:
     def event(self, t_s: float, kind: str, node: str, **data: object) -> None:
         """Record an event; data values must be scalars or sequences of scalars (JSON-able)."""
         items = tuple(sorted((key, _data_value(key, value)) for key, value in data.items()))
-        event = Event(_finite(t_s, "t_s"), kind, node, items)
+        event = Event(_finite(t_s, "t_s"), kind, sys.intern(node), items)
         self._events.append(event)
         self._by_kind.setdefault(kind, []).append(event)
 
@@ -197,7 +198,9 @@ def _data_value(key: str, value: object) -> object:
         return tuple(_data_value(key, item) for item in value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"event data {key!r} must be finite, got {value!r}")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return sys.intern(value)  # node and SAE names recur in every event: one copy each
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     raise TypeError(f"event data {key!r} must be a scalar or a sequence, got {type(value)}")
 
