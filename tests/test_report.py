@@ -7,7 +7,9 @@ from pathlib import Path
 
 from simulator.metrics import Recorder
 from simulator.report import (
+    MAX_POOL_LINES,
     format_summary_table,
+    plot_pool_levels,
     outage_windows_from_events,
     summarise,
     write_report,
@@ -108,3 +110,19 @@ def test_an_outage_without_an_end_runs_to_the_end_of_the_recording() -> None:
     recorder.event(100, "outage", "LKM_B", phase="start", outage="crash")
     recorder.sample(900, BOB, "pool_keys", 5)
     assert outage_windows_from_events(recorder) == [(100.0, 900.0, "crash LKM_B")]
+
+
+def test_many_pools_draw_a_bounded_number_of_lines_with_the_lowest_and_median() -> None:
+    recorder = Recorder()
+    pools = [f"LKM_A/SAE_{i:03d}" for i in range(MAX_POOL_LINES + 25)]
+    for hour in range(3):
+        for i, pool in enumerate(pools):
+            recorder.sample(hour * 3600, pool, "pool_keys", 100 - hour * i)
+    for i, pool in enumerate(pools):
+        recorder.event(3600, "sync", "LKM_A", pool=pool, reason="threshold", outcome="ok")
+    ax = plot_pool_levels(recorder, "many", []).axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert len(ax.lines) == MAX_POOL_LINES + 2 + 1  # pools, lowest and median, one marker line
+    lowest = ax.lines[labels.index("lowest of all pools")]
+    assert list(lowest.get_ydata()) == [100, 100 - (len(pools) - 1), 100 - 2 * (len(pools) - 1)]
+

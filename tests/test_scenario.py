@@ -100,6 +100,22 @@ def test_an_sae_pool_size_falls_back_to_its_lkm() -> None:
         scenario.sae_pool_size("SAE_NOBODY")
 
 
+def test_lookups_answer_for_the_copy_not_the_original_after_model_copy() -> None:
+    """Lookups are cached on the frozen model; a copy with other parts must not see them."""
+    scenario = parse_scenario(design_data())
+    assert scenario.sae("SAE_BOB_001").lkm == "LKM_B"
+    assert [s.id for s in scenario.saes_at("LKM_A")] == ["SAE_ALICE_001"]
+    assert scenario.lkm_settings("LKM_B").pool_size == 500
+    fewer = scenario.model_copy(update={"saes": scenario.saes[:1]})
+    assert [s.id for s in fewer.saes_at("LKM_B")] == []
+    with pytest.raises(KeyError):
+        fewer.sae("SAE_BOB_001")
+    bigger = scenario.model_copy(update={"defaults": scenario.defaults.model_copy(
+        update={"pool_size": 700})})
+    assert bigger.lkm_settings("LKM_A").pool_size == 700
+    assert scenario.lkm_settings("LKM_A").pool_size == 1000
+
+
 def test_link_rate_models_give_fixed_budget_and_curve_rates() -> None:
     data = design_data()
     curve = [{"at": 0, "rate_bps": 10}, {"at": "1h", "rate_bps": 30}]
