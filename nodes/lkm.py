@@ -60,6 +60,10 @@ def _ignore(kind: str, node: str, **data: Any) -> None:
 
 
 class LocalKeyManager(Actor):
+    """An LKM. A served one (its store on aiosqlite's thread) answers the ETSI requests queued
+    in its mailbox together, one store transaction for all (:meth:`receive_batch`); under the
+    simulator's virtual clock (the store inline) it takes them one by one."""
+
     expected_errors = (QKDError,)
 
     def __init__(self, config: NodeConfig, clock: Clock, supply: KeySupply,
@@ -79,6 +83,7 @@ class LocalKeyManager(Actor):
         self._local_users: set[str] | None = None
         self._retry_after: dict[str, float] = {}
         self.km_available = True
+        self.batchable = frozenset() if config.inline_store else KEY_REQUESTS
         self._planners: dict[type, Callable[[Any], Plan]] = {
             GetStatus: self._plan_status, GetKeys: self._plan_enc_keys,
             GetKeysWithIds: self._plan_dec_keys}
