@@ -131,7 +131,7 @@ class LocalKeyManager(Actor):
         """Answer ETSI requests (:data:`KEY_REQUESTS`) with one store hop: each request's own
         checks, then one transaction with a savepoint per request, then each request's reply,
         all in mailbox order. The outcome of a request is its reply or the error refusing it;
-        a refused request changes nothing and does not disturb the others."""
+        a refused request hands out no key and does not disturb the others."""
         if self._local_users is None:  # the actor is the store's only writer: cache who is home
             self._local_users = await self._store.local_users()
         plans: list[Plan | Exception] = []
