@@ -18,7 +18,6 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Mapping
 
 EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE = 0, 1, 2
 
@@ -47,18 +46,6 @@ def pki_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def served_loop_factory(env: Mapping[str, str]) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop for a served node if the optional extra is installed (``pip install
-    qkdsim[uvloop]``) and ``QKDSIM_UVLOOP`` is not ``0``; else asyncio's own."""
-    if env.get("QKDSIM_UVLOOP", "1") == "0":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def serve_node_main() -> int:
     from nodes.config import ConfigError, NodeConfig
     from nodes.serve import serve_forever
@@ -69,8 +56,7 @@ def serve_node_main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with asyncio.Runner(loop_factory=served_loop_factory(os.environ)) as runner:
-            runner.run(serve_forever(config, announce=lambda line: print(line, flush=True)))
+        asyncio.run(serve_forever(config, announce=lambda line: print(line, flush=True)))
     except OSError as error:
         print(f"error: cannot serve on {config.host}:{config.port}: {error}", file=sys.stderr)
         return EXIT_USAGE
