@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import aiosqlite
 
 from nodes.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
-                          Unauthorized)
+                          NotFound, QKDError, Unauthorized)
 
 AVAILABLE, DELIVERED, CONSUMED, SHIPPED = 0, 1, 2, 3
 
@@ -198,6 +198,7 @@ def join_parts(materials: Sequence[bytes], size_bits: int | None) -> bytes:
 
 
 T = TypeVar("T")
+Txn = Callable[[sqlite3.Connection], T]
 
 
 def _fetchall(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[Any]:
@@ -220,6 +221,22 @@ def _in_transaction(db: sqlite3.Connection, txn: Callable[[sqlite3.Connection], 
         raise
     db.execute("COMMIT")
     return result
+
+
+def _each_in_savepoint(txns: Sequence[Txn[Any]], db: sqlite3.Connection) -> list[Any]:
+    """Run each request in a savepoint of the caller's transaction: a request that raises a
+    :class:`QKDError` is undone alone and the error is its result; any other error propagates
+    (and the caller's transaction rolls everything back)."""
+    results: list[Any] = []
+    for txn in txns:
+        db.execute("SAVEPOINT request")
+        try:
+            results.append(txn(db))
+        except QKDError as error:
+            db.execute("ROLLBACK TO request")
+            results.append(error)
+        db.execute("RELEASE request")
+    return results
 
 
 class KeyStore:
@@ -279,6 +296,12 @@ class KeyStore:
     async def _rows(self, sql: str, parameters: Any = ()) -> list[Any]:
         return await self._call(_fetchall, sql, parameters)
 
+    async def many(self, txns: Sequence[Txn[Any]]) -> list[Any]:
+        """Several requests' transactions (:meth:`reservation`, :meth:`slave_read`,
+        :meth:`pool_read`) in one hop and one transaction, in order, each all-or-nothing on its
+        own: a request's :class:`QKDError` is returned as its result, the others still commit."""
+        return await self._call(_in_transaction, lambda db: _each_in_savepoint(txns, db))
+
     # -- users and pools -------------------------------------------------------------------
 
     async def register(self, sae_id: str, user_email: str | None, display_name: str | None,
@@ -320,9 +343,15 @@ class KeyStore:
 
         return await self._atomic(txn)
     async def pool_status(self, sae_id: str) -> PoolStatus | None:
-        rows = await self._rows(
-            POOL_STATUS + " WHERE u.sae_id = ?", (sae_id,))
-        return PoolStatus(*rows[0]) if rows else None
+        return await self._call(self.pool_read(sae_id))
+
+    @staticmethod
+    def pool_read(sae_id: str) -> Txn[PoolStatus | None]:
+        """The pool-status query as a request for :meth:`many`."""
+        def txn(db: sqlite3.Connection) -> PoolStatus | None:
+            rows = _fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?", (sae_id,))
+            return PoolStatus(*rows[0]) if rows else None
+        return txn
 
     async def all_pools(self) -> list[PoolStatus]:
         rows = await self._rows(
@@ -391,12 +420,21 @@ class KeyStore:
     async def reserve_with_status(self, owner: str, master: str, slave: str, number: int,
                                   size_bits: int, now: float) -> tuple[list[Key], PoolStatus]:
         """:meth:`reserve`, and the pool's status after it, in the same single hop."""
-        def txn(db: sqlite3.Connection) -> Any:
-            pool = _fetchall(db,
-                "SELECT key_size_bits, home_lkm FROM key_pools WHERE sae_id = ?", (owner,))
-            if not pool:
-                raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
-            pool_bits, home_lkm = pool[0]
+        return await self._atomic(self.reservation(owner, master, slave, number, size_bits, now))
+
+    def reservation(self, owner: str, master: str, slave: str, number: int, size_bits: int,
+                    now: float) -> Txn[tuple[list[Key], PoolStatus]]:
+        """The transaction of :meth:`reserve_with_status`, for :meth:`many`. Refuses, in this
+        order: no pool for ``owner`` (404), ``owner`` as its own master (400), too few keys
+        (503)."""
+        def txn(db: sqlite3.Connection) -> tuple[list[Key], PoolStatus]:
+            rows = _fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?", (owner,))
+            if not rows:
+                raise NotFound(f"SAE '{owner}' is not registered at this KME", sae_id=owner)
+            if master == owner:
+                raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
+            before = PoolStatus(*rows[0])
+            pool_bits, home_lkm = before.key_size_bits, before.home_lkm
             removed_bits, used_rows = number * size_bits, number
             if size_bits > pool_bits or (home_lkm is not None and size_bits != pool_bits):
                 keys = self._reserve_composite(db, owner, master, slave, number, size_bits,
@@ -416,9 +454,11 @@ class KeyStore:
             self._count(db, owner, -freed_keys, -removed_bits, used_rows)
             db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
                        (now, owner, master))
-            return keys, PoolStatus(*_fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?",
-                                               (owner,))[0])
-        return await self._atomic(txn)
+            # the counters moved by exactly what _count added, in this transaction
+            return keys, replace(before, available_keys=before.available_keys - freed_keys,
+                                 available_bits=before.available_bits - removed_bits,
+                                 used_keys=before.used_keys + used_rows)
+        return txn
 
     def _reserve_composite(self, db: sqlite3.Connection, owner: str, master: str,
                                  slave: str, number: int, size_bits: int, pool_bits: int,
@@ -497,7 +537,12 @@ class KeyStore:
         has another slave; 400 (not found) if any is unknown, not yet delivered, already
         consumed, or belongs to another master.
         """
-        def txn(db: sqlite3.Connection) -> Any:
+        return await self._atomic(self.slave_read(caller, master, key_ids, now, master_home))
+
+    def slave_read(self, caller: str, master: str, key_ids: Sequence[str], now: float,
+                   master_home: str | None = None) -> Txn[list[Key]]:
+        """The transaction of :meth:`take_for_slave`, for :meth:`many`."""
+        def txn(db: sqlite3.Connection) -> list[Key]:
             plain = _fetchall(db,
                 f"SELECT key_id FROM quantum_keys WHERE key_id IN ({','.join('?' * len(key_ids))})",
                 tuple(key_ids))
@@ -527,7 +572,7 @@ class KeyStore:
                 raise KeysNotFound()
             return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
                     for key_id, (parts, bits) in wanted.items()]
-        return await self._atomic(txn)
+        return txn
 
     async def ship(self, owner: str, to_lkm: str, count: int, now: float) -> list[Key]:
         """Reserve up to ``count`` whole keys of a home pool for a slice at ``to_lkm``.

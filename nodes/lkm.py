@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from nodes.config import NodeConfig
 from nodes.directory import Directory
 from nodes.errors import (BadRequest, ExtensionMandatoryUnmet, ExtensionMandatoryUnsupported,
                           InsufficientKeys, KMUnreachable, NotFound, QKDError,
                           SizeNotMultipleOf8, Unauthorized)
-from nodes.keystore import Key, KeyStore, PoolStatus
+from nodes.keystore import Key, KeyStore, PoolStatus, Txn
 from nodes.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus,
                             GetStatus, KeyState, ListPools, Refill, Register, ShipSlice, Sync,
                             SyncResult, UnshipSlice)
@@ -44,6 +44,11 @@ SUPPORTED_EXTENSIONS = frozenset({"target_user_id"})
 MAX_SAE_ID_LENGTH = 128
 RETRY_S = 300.0
 SYNC_REASONS = ("scheduled", "threshold", "emergency", "manual")
+KEY_REQUESTS = frozenset({GetStatus, GetKeys, GetKeysWithIds})
+
+#: an ETSI request planned before the store hop: its transaction, and what to do with the
+#: transaction's outcome (its result, or the QKDError that refused it) to get the reply
+Plan = tuple[Txn[Any], Callable[[Any], Awaitable[Any]]]
 
 
 class Observer(Protocol):
@@ -55,6 +60,10 @@ def _ignore(kind: str, node: str, **data: Any) -> None:
 
 
 class LocalKeyManager(Actor):
+    """An LKM. A served one (its store on aiosqlite's thread) answers the ETSI requests queued
+    in its mailbox together, one store transaction for all (:meth:`receive_batch`); under the
+    simulator's virtual clock (the store inline) it takes them one by one."""
+
     expected_errors = (QKDError,)
 
     def __init__(self, config: NodeConfig, clock: Clock, supply: KeySupply,
@@ -74,9 +83,12 @@ class LocalKeyManager(Actor):
         self._local_users: set[str] | None = None
         self._retry_after: dict[str, float] = {}
         self.km_available = True
+        self.batchable = frozenset() if config.inline_store else KEY_REQUESTS
+        self._planners: dict[type, Callable[[Any], Plan]] = {
+            GetStatus: self._plan_status, GetKeys: self._plan_enc_keys,
+            GetKeysWithIds: self._plan_dec_keys}
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
-            Register: self._register, GetStatus: self._status, GetKeys: self._enc_keys,
-            GetKeysWithIds: self._dec_keys, Refill: self._refill, DeleteUser: self._delete,
+            Register: self._register, Refill: self._refill, DeleteUser: self._delete,
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
             KeyState: self._key_state, Audit: self._audit, AddRemote: self._add_remote,
             ShipSlice: self._ship, UnshipSlice: self._unship, SyncResult: self._sync_result,
@@ -108,7 +120,37 @@ class LocalKeyManager(Actor):
         self._schedule_sync()
 
     async def receive(self, message: object) -> Any:
+        if type(message) in KEY_REQUESTS:
+            [outcome] = await self.receive_batch([message])
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         return await self._handlers[type(message)](message)
+
+    async def receive_batch(self, messages: Sequence[object]) -> list[Any]:
+        """Answer ETSI requests (:data:`KEY_REQUESTS`) with one store hop: each request's own
+        checks, then one transaction with a savepoint per request, then each request's reply,
+        all in mailbox order. The outcome of a request is its reply or the error refusing it;
+        a refused request hands out no key and does not disturb the others."""
+        if self._local_users is None:  # the actor is the store's only writer: cache who is home
+            self._local_users = await self._store.local_users()
+        plans: list[Plan | Exception] = []
+        for message in messages:
+            try:
+                plans.append(self._planners[type(message)](message))
+            except Exception as error:  # noqa: BLE001 - the request's answer, in its place
+                plans.append(error)
+        txns = [plan[0] for plan in plans if not isinstance(plan, Exception)]
+        results = iter(await self._store.many(txns) if txns else ())
+        outcomes: list[Any] = []
+        for plan in plans:
+            try:
+                if isinstance(plan, Exception):
+                    raise plan
+                outcomes.append(await plan[1](next(results)))
+            except Exception as error:  # noqa: BLE001 - the request's answer, in its place
+                outcomes.append(error)
+        return outcomes
 
     @property
     def _store(self) -> KeyStore:
@@ -177,37 +219,59 @@ class LocalKeyManager(Actor):
     def _slice_size(self) -> int:
         return max(self.config.min_pool_size, self.config.default_pool_size // 4)
 
-    async def _caller(self, caller: str) -> None:
-        if self._local_users is None:  # the actor is the store's only writer: cache who is home
-            self._local_users = await self._store.local_users()
-        if caller not in self._local_users:
-            raise Unauthorized(f"SAE '{caller}' is not registered at this KME")
+    def _is_remote(self, sae_id: str) -> bool:
+        home = self.directory.home_of(sae_id)
+        return home is not None and home != self.name
+
+    def _unknown_caller(self, caller: str) -> Unauthorized | None:
+        """401 unless ``caller`` is at home here (the cache is loaded by :meth:`receive_batch`)."""
+        assert self._local_users is not None
+        if caller in self._local_users:
+            return None
+        return Unauthorized(f"SAE '{caller}' is not registered at this KME")
 
     # -- ETSI 014 --------------------------------------------------------------------------
 
-    async def _status(self, msg: GetStatus) -> dict[str, Any]:
-        # the slave first: a deleted user asking for its own status gets 404 (replay spec step 25)
-        pool = await self._pool(msg.slave)
-        await self._caller(msg.caller)
-        target = pool.home_lkm or self.config.kme_id
-        return status_view(self.config, pool, msg.caller, target, self._next_sync_s)
+    def _plan_status(self, msg: GetStatus) -> Plan:
+        unknown_caller = self._unknown_caller(msg.caller)
 
-    async def _enc_keys(self, msg: GetKeys) -> list[Key]:
-        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
+        async def reply(pool: PoolStatus | None | QKDError) -> dict[str, Any]:
+            if isinstance(pool, QKDError):
+                raise pool
+            # the slave first: a deleted user asking for its own status gets 404 (replay spec 25)
+            if pool is None:
+                raise NotFound(f"SAE '{msg.slave}' is not registered at this KME",
+                               sae_id=msg.slave)
+            if unknown_caller is not None:
+                raise unknown_caller
+            target = pool.home_lkm or self.config.kme_id
+            return status_view(self.config, pool, msg.caller, target, self._next_sync_s)
+        return self._store.pool_read(msg.slave), reply
+
+    def _plan_enc_keys(self, msg: GetKeys) -> Plan:
+        unknown_caller = self._unknown_caller(msg.caller)
+        if unknown_caller is not None:  # authenticate first: outsiders learn nothing (401)
+            raise unknown_caller
         size_bits = self._check_key_request(msg)
-        await self._pool_or_new_slice(msg.slave)
-        if msg.slave == msg.caller:
-            raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
-        try:
-            keys, after = await self._store.reserve_with_status(
-                msg.slave, msg.caller, msg.slave, msg.number, size_bits, self.clock.now())
-        except InsufficientKeys:
-            await self._check_level(msg.slave)  # a refused send is what a drained pool looks like
-            raise
-        self.observe("delivery", self.name, pool=pool_node(self.name, msg.slave),
-                     master=msg.caller, slave=msg.slave, keys=len(keys))
-        self._check_pool_level(after)
-        return keys
+        # the store refuses in the ETSI order: no pool (404), the caller as slave (400), 503
+        def reservation() -> Txn[tuple[list[Key], PoolStatus]]:
+            return self._store.reservation(msg.slave, msg.caller, msg.slave, msg.number,
+                                           size_bits, self.clock.now())
+
+        async def reply(outcome: tuple[list[Key], PoolStatus] | QKDError) -> list[Key]:
+            if isinstance(outcome, NotFound) and self._is_remote(msg.slave):
+                await self._pool_or_new_slice(msg.slave)  # a first request opens the slice
+                [outcome] = await self._store.many([reservation()])
+            if isinstance(outcome, InsufficientKeys):  # what a drained pool looks like
+                await self._check_level(msg.slave)
+            if isinstance(outcome, QKDError):
+                raise outcome
+            keys, after = outcome
+            self.observe("delivery", self.name, pool=pool_node(self.name, msg.slave),
+                         master=msg.caller, slave=msg.slave, keys=len(keys))
+            self._check_pool_level(after)
+            return keys
+        return reservation(), reply
 
     def _check_key_request(self, msg: GetKeys) -> int:
         cfg = self.config
@@ -235,15 +299,21 @@ class LocalKeyManager(Actor):
             if name == "target_user_id" and value != msg.slave:
                 raise ExtensionMandatoryUnmet(target_user_id="must equal the slave SAE ID")
 
-    async def _dec_keys(self, msg: GetKeysWithIds) -> list[Key]:
-        await self._caller(msg.caller)  # authenticate first: outsiders learn nothing (401)
+    def _plan_dec_keys(self, msg: GetKeysWithIds) -> Plan:
+        unknown_caller = self._unknown_caller(msg.caller)
+        if unknown_caller is not None:  # authenticate first: outsiders learn nothing (401)
+            raise unknown_caller
         if len(msg.key_ids) > self.config.max_keys_per_request:
             raise BadRequest(f"at most {self.config.max_keys_per_request} key IDs per request")
-        master_home = self.directory.home_of(msg.master)
-        keys = await self._store.take_for_slave(msg.caller, msg.master, msg.key_ids,
-                                                self.clock.now(), master_home)
-        self.observe("consumed", self.name, slave=msg.caller, master=msg.master, keys=len(keys))
-        return keys
+
+        async def reply(keys: list[Key] | QKDError) -> list[Key]:
+            if isinstance(keys, QKDError):
+                raise keys
+            self.observe("consumed", self.name, slave=msg.caller, master=msg.master,
+                         keys=len(keys))
+            return keys
+        return self._store.slave_read(msg.caller, msg.master, msg.key_ids, self.clock.now(),
+                                      self.directory.home_of(msg.master)), reply
 
     async def _key_state(self, msg: KeyState) -> dict[str, Any]:
         state = await self._store.key_status(msg.key_id)

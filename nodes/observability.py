@@ -1,4 +1,5 @@
-"""What an LKM tells its operators: Prometheus metrics at ``GET /metrics``, a log line per request.
+"""What an LKM tells its operators: Prometheus metrics at ``GET /metrics``, a log line per request
+(refused requests at INFO, answered ones at DEBUG).
 
 :class:`NodeMetrics` owns one :class:`prometheus_client.CollectorRegistry` per LKM (never the
 global one: several LKMs live in one process). Three sources feed it, none of them a request
@@ -101,6 +102,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         self.log = NodeLog(ACCESS_LOG, node)
         self._define(self.registry)
+        # labelled children per (route, method, status): labels() costs a lock and a lookup
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _define(self, registry: CollectorRegistry) -> None:
         def pool_gauge(name: str, what: str) -> Gauge:
@@ -171,17 +174,27 @@ class NodeMetrics:
                 duration_s: float) -> None:
         if status is None:  # cancelled: the client went away, nothing was answered
             return
-        route = route_of(request)
-        self.requests.labels(self.node, route, request.method, str(status)).inc()
-        self.latency.labels(self.node, route).observe(max(duration_s, 0.0))
+        route, method = route_of(request), request.method
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = self._children[route, method, status] = (
+                self.requests.labels(self.node, route, method, str(status)),
+                self.latency.labels(self.node, route))
+        children[0].inc()
+        children[1].observe(max(duration_s, 0.0))
         if status >= 400:
             reason = reason or f"http_{status}"
             self.failures.labels(self.node, route, reason).inc()
-        fields: dict[str, object] = {"method": request.method, "route": route, "status": status,
+        # an answered request is DEBUG: formatting and writing a line per request cost about a
+        # tenth of a busy node's time (docs/performance.md); a refusal is worth an INFO line
+        level = logging.INFO if status >= 400 else logging.DEBUG
+        if not self.log.isEnabledFor(level):
+            return
+        fields: dict[str, object] = {"method": method, "route": route, "status": status,
                                      "duration_s": round(duration_s, 6)}
         if reason is not None:
             fields["reason"] = reason
-        self.log.bind(sae=caller_for_log(request)).info("request", extra=fields)
+        self.log.bind(sae=caller_for_log(request)).log(level, "request", extra=fields)
 
     # -- scrapes -----------------------------------------------------------------------------
 

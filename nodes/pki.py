@@ -13,6 +13,7 @@ which both contexts switch on. Only ``cryptography`` and the stdlib are used.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import os
@@ -316,8 +317,12 @@ def client_ssl_context(
     return _harden(context)
 
 
+@functools.lru_cache(maxsize=4096)
 def common_name_from_der(der: bytes | None) -> str | None:
-    """The subject CN of a DER certificate; None for no certificate, no CN or malformed DER."""
+    """The subject CN of a DER certificate; None for no certificate, no CN or malformed DER.
+
+    Cached by the DER bytes (they are the certificate): an mTLS request asks twice (to
+    authenticate and to log), and every request on a connection presents the same bytes."""
     if not der:
         return None
     try:

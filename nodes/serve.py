@@ -104,8 +104,9 @@ class ServedNode:
 
 async def serve_forever(config: NodeConfig, announce: Callable[[str], Any] = print,
                         stop: asyncio.Event | None = None) -> None:
-    """Serve one node until SIGINT/SIGTERM (or ``stop`` is set); one log line per request on
-    stderr unless the process configured logging already."""
+    """Serve one node until SIGINT/SIGTERM (or ``stop`` is set); one log line per refused
+    request on stderr (every request with ``qkdsim.access`` at DEBUG) unless the process
+    configured logging already."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,11 @@ to :meth:`Actor.on_failure`, whose :class:`Directive` decides whether the actor 
 can report them and exit non-zero. An exception raised while handling an ``ask`` is the caller's
 answer and does not count as a failure unless it is not a :class:`Reply`-able error
 (see :attr:`Actor.expected_errors`).
+
+Batches: an actor that lists message types in :attr:`Actor.batchable` gets the consecutive
+messages of those types waiting at the head of its mailbox in one :meth:`Actor.receive_batch`
+call (one message alone still goes to ``receive``). Mailbox order is kept: a batch never
+reaches past a message of another type, and its outcomes are answered in order.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Coroutine, Generic, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Sequence, TypeVar
 
 from simulator.clock import Activity
 
@@ -60,6 +65,10 @@ class Actor:
 
     #: exceptions that are ordinary answers to an ``ask`` rather than failures of the actor
     expected_errors: tuple[type[BaseException], ...] = ()
+    #: message types that may be handed to :meth:`receive_batch` several at a time
+    batchable: frozenset[type] = frozenset()
+    #: the most messages one batch takes
+    max_batch: int = 64
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -86,6 +95,12 @@ class Actor:
         return Directive.RESUME
 
     async def receive(self, message: object) -> Any:
+        raise NotImplementedError
+
+    async def receive_batch(self, messages: Sequence[object]) -> list[Any]:
+        """Handle several queued messages of the :attr:`batchable` types at once; return one
+        outcome per message, in order: its reply, or the :class:`Exception` that answers it
+        (routed as if ``receive`` had raised it). Raising fails every message of the batch."""
         raise NotImplementedError
 
 
@@ -133,6 +148,13 @@ class Mailbox:
             self._ready.clear()
             await self._ready.wait()
         return self._queue.popleft()
+
+    def take_while(self, wanted: Callable[[_Envelope], bool], limit: int) -> list[_Envelope]:
+        """Up to ``limit`` more envelopes from the head, as long as each is ``wanted``."""
+        taken: list[_Envelope] = []
+        while self._queue and len(taken) < limit and wanted(self._queue[0]):
+            taken.append(self._queue.popleft())
+        return taken
 
     def done(self) -> None:
         self._activity.end()
@@ -219,28 +241,58 @@ class ActorSystem:
         await asyncio.gather(*left, return_exceptions=True)
 
     async def _run(self, actor: Actor, mailbox: Mailbox) -> None:
+        def batchable(envelope: _Envelope) -> bool:
+            return type(envelope.message) in actor.batchable
+
         while True:
-            envelope = await mailbox.get()
+            batch = [await mailbox.get()]
+            if batchable(batch[0]):
+                batch += mailbox.take_while(batchable, actor.max_batch - 1)
             try:
-                await self._handle(actor, envelope)
+                if len(batch) == 1:
+                    await self._handle(actor, batch[0])
+                else:
+                    await self._handle_batch(actor, batch)
             finally:
-                mailbox.done()
+                for _ in batch:
+                    mailbox.done()
 
     async def _handle(self, actor: Actor, envelope: _Envelope) -> None:
         try:
             result = await actor.receive(envelope.message)
         except asyncio.CancelledError:
-            if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(ActorStopped(f"{actor.name} stopped"))
+            _refuse([envelope], ActorStopped(f"{actor.name} stopped"))
             raise
         except Exception as error:  # noqa: BLE001 - every failure is routed, never swallowed
-            if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(error)
-            if envelope.reply is None or not isinstance(error, actor.expected_errors):
-                await self._supervise(actor, envelope.message, error)
+            await self._fail(actor, envelope, error)
             return
         if envelope.reply is not None and not envelope.reply.done():
             envelope.reply.set_result(result)
+
+    async def _handle_batch(self, actor: Actor, batch: list[_Envelope]) -> None:
+        try:
+            outcomes = await actor.receive_batch([envelope.message for envelope in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"receive_batch answered {len(outcomes)} of {len(batch)}")
+        except asyncio.CancelledError:
+            _refuse(batch, ActorStopped(f"{actor.name} stopped"))
+            raise
+        except Exception as error:  # noqa: BLE001 - the whole batch failed: one failure
+            _refuse(batch, error)
+            await self._supervise(actor, batch[0].message, error)
+            return
+        for envelope, outcome in zip(batch, outcomes):
+            if isinstance(outcome, Exception):
+                await self._fail(actor, envelope, outcome)
+            elif envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_result(outcome)
+
+    async def _fail(self, actor: Actor, envelope: _Envelope, error: Exception) -> None:
+        """``error`` is the answer to an ask; a failed tell or an unexpected error is also a
+        failure of the actor, for its supervisor."""
+        _refuse([envelope], error)
+        if envelope.reply is None or not isinstance(error, actor.expected_errors):
+            await self._supervise(actor, envelope.message, error)
 
     async def _supervise(self, actor: Actor, message: object, error: BaseException) -> None:
         directive = await actor.on_failure(message, error)
@@ -253,3 +305,9 @@ class ActorSystem:
             await actor.on_start()
         elif directive is Directive.STOP:  # from outside the actor's own task, which stop ends
             self.start_task(SYSTEM, self.stop(actor.name))
+
+
+def _refuse(envelopes: Sequence[_Envelope], error: BaseException) -> None:
+    for envelope in envelopes:
+        if envelope.reply is not None and not envelope.reply.done():
+            envelope.reply.set_exception(error)

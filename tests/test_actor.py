@@ -96,3 +96,59 @@ async def test_the_stop_directive_stops_the_actor_and_refuses_later_messages() -
     assert [f.directive for f in system.failures] == ["stop"]
     with pytest.raises(ActorStopped):
         await ref.ask(1)
+
+
+class Batcher(Recorder):
+    """Takes ints in batches (one call each); ``-1`` refuses only itself; strings one by one."""
+
+    batchable = frozenset({int})
+
+    def __init__(self) -> None:
+        super().__init__("batcher")
+        self.expected_errors = (ValueError,)
+        self.batches: list[list[object]] = []
+
+    async def receive_batch(self, messages) -> list[object]:
+        self.batches.append(list(messages))
+        await asyncio.sleep(0)
+        if "crash" in self.seen:
+            raise RuntimeError("the whole batch failed")
+        return [ValueError(f"refused {m}") if m == -1 else f"batch {m}" for m in messages]
+
+
+async def test_queued_messages_of_a_batchable_type_are_handled_in_one_batch_in_order() -> None:
+    system = ActorSystem()
+    actor = Batcher()
+    ref = await system.spawn(actor)
+    asks = [ref.ask(m) for m in (1, 2, "x", 3, -1, 4, 5)]
+    results = await asyncio.gather(*asks, return_exceptions=True)
+    assert actor.batches == [[1, 2], [3, -1, 4, 5]] and actor.seen == ["x"]
+    assert [str(r) for r in results] == [
+        "batch 1", "batch 2", "got x", "batch 3", "refused -1", "batch 4", "batch 5"]
+    assert isinstance(results[4], ValueError) and system.failures == []
+    assert system.activity.busy == 0
+    await system.stop_all()
+
+
+async def test_a_lone_batchable_message_goes_to_receive_and_a_batch_is_capped() -> None:
+    system = ActorSystem()
+    actor = Batcher()
+    actor.max_batch = 3
+    ref = await system.spawn(actor)
+    assert await ref.ask("alone") == "got alone"
+    assert await asyncio.gather(*(ref.ask(i) for i in range(7))) == [
+        *(f"batch {i}" for i in range(6)), "got 6"]
+    assert actor.batches == [[0, 1, 2], [3, 4, 5]] and actor.seen == ["alone", 6]
+    await system.stop_all()
+
+
+async def test_a_batch_that_raises_fails_each_of_its_messages_and_is_one_failure() -> None:
+    system = ActorSystem()
+    actor = Batcher()
+    ref = await system.spawn(actor)
+    await ref.ask("crash")
+    results = await asyncio.gather(*(ref.ask(i) for i in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError] * 3
+    assert [f.error for f in system.failures] == ["RuntimeError: the whole batch failed"]
+    assert await ref.ask(9) == "got 9"  # resumed
+    await system.stop_all()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.errors import AlreadyRegistered, InsufficientKeys, KeysNotFound, Unauthorized
+from nodes.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
+                          NotFound, Unauthorized)
 from nodes.keystore import KeyStore
 
 KEY_BITS = 8192
@@ -189,3 +190,41 @@ async def test_a_slice_serves_other_sizes_that_the_home_store_reproduces(tmp_pat
     finally:
         await home.close()
         await remote.close()
+
+
+async def test_many_runs_requests_in_order_and_undoes_only_the_refused_ones(store) -> None:
+    await register(store, "bob", keys=5)
+    first, refused, last, read, missing = await store.many([
+        store.reservation("bob", "alice", "bob", 2, KEY_BITS, 1.0),
+        store.reservation("bob", "alice", "bob", 100, 256, 1.0),  # carves 3 rows, then 503
+        store.reservation("bob", "alice", "bob", 2, KEY_BITS, 1.0),
+        store.slave_read("bob", "alice", ["qk_bob_000001"], 2.0),
+        store.pool_read("nobody")])
+    assert [k.key_id for k in first[0]] == ["qk_bob_000001", "qk_bob_000002"]
+    assert isinstance(refused, InsufficientKeys)
+    assert [k.key_id for k in last[0]] == ["qk_bob_000003", "qk_bob_000004"]
+    assert last[1] == await store.pool_status("bob") and last[1].available_keys == 1
+    assert [k.key_id for k in read] == ["qk_bob_000001"] and missing is None
+    assert (await store.audit())["counter_mismatches"] == 0
+
+
+async def test_many_refuses_in_order_no_pool_then_own_pool_then_too_few_keys(store) -> None:
+    await register(store, "bob", keys=2)
+    outcomes = await store.many([
+        store.reservation("nobody", "bob", "nobody", 9, KEY_BITS, 1.0),
+        store.reservation("bob", "bob", "bob", 9, KEY_BITS, 1.0),
+        store.reservation("bob", "alice", "bob", 3, KEY_BITS, 1.0),
+        store.slave_read("bob", "alice", ["qk_bob_000001"], 2.0)])
+    assert [type(o) for o in outcomes] == [NotFound, BadRequest, InsufficientKeys, KeysNotFound]
+    assert (await store.pool_status("bob")).available_keys == 2
+
+
+async def test_an_unexpected_error_in_many_rolls_the_whole_transaction_back(store) -> None:
+    await register(store, "bob", keys=5)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("SELECT no_such_column FROM users")
+
+    with pytest.raises(sqlite3.OperationalError):
+        await store.many([store.reservation("bob", "alice", "bob", 2, KEY_BITS, 1.0), broken])
+    assert (await store.pool_status("bob")).available_keys == 5

@@ -133,23 +133,37 @@ async def test_each_lkm_has_its_own_registry_and_the_global_one_stays_empty(
 
 async def test_one_log_line_per_request_with_node_sae_method_route_status_duration(
         tls_node: Node, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="qkdsim.access")
+    caplog.set_level(logging.DEBUG, logger="qkdsim.access")
     for sae in (ALICE, BOB):
         await tls_node.register(sae)
     await tls_node.call(ALICE, "POST", f"{API}/{BOB}/enc_keys", json={"number": 2})
     await tls_node.call(EVE, "GET", f"{API}/{BOB}/status")
     records = [r for r in caplog.records if r.name == "qkdsim.access"]
     assert len(records) == 4
-    assert [(r.sae, r.method, r.route, r.status) for r in records] == [
-        (ALICE, "POST", "/api/v1/keys/register", 201),
-        (BOB, "POST", "/api/v1/keys/register", 201),
-        (ALICE, "POST", ENC, 200),
-        (EVE, "GET", "/api/v1/keys/{slave}/status", 401)]
+    assert [(r.levelname, r.sae, r.method, r.route, r.status) for r in records] == [
+        ("DEBUG", ALICE, "POST", "/api/v1/keys/register", 201),
+        ("DEBUG", BOB, "POST", "/api/v1/keys/register", 201),
+        ("DEBUG", ALICE, "POST", ENC, 200),
+        ("INFO", EVE, "GET", "/api/v1/keys/{slave}/status", 401)]
     assert all(r.node == "LOCAL_KM_001" and r.duration_s >= 0 for r in records)
     assert records[-1].reason == "unauthorized"
     line = records[2].getMessage()
     assert line.startswith("request node=LOCAL_KM_001 sae=SAE_ALICE_001 method=POST")
     assert f"route={ENC} status=200 duration_s=" in line and "\n" not in line
+
+
+async def test_at_info_only_refused_requests_are_logged(node: Node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="qkdsim.access")
+    for sae in (ALICE, BOB):
+        await node.register(sae)
+    for _ in range(3):
+        assert (await node.call(ALICE, "POST", f"{API}/{BOB}/enc_keys"))[0] == 200
+    assert (await node.call(ALICE, "POST", f"{API}/{BOB}/enc_keys", json={"size": 12}))[0] == 400
+    records = [r for r in caplog.records if r.name == "qkdsim.access"]
+    assert [(r.levelname, r.sae, r.status, r.reason) for r in records] == [
+        ("INFO", ALICE, 400, "size_not_multiple_of_8")]
+    _, metrics = await scrape(node)  # the answered ones are counted all the same
+    assert value(metrics, "qkdsim_requests_total", route=ENC, method="POST", status="200") == 3
 
 
 def fingerprints(material: bytes) -> list[str]:

@@ -246,6 +246,14 @@ def test_common_name_from_der_reads_the_cn_and_tolerates_no_certificate(pki: Pki
     assert common_name_from_der(b"not a certificate") is None
 
 
+def test_common_name_from_der_is_parsed_once_per_certificate(pki: PkiFiles) -> None:
+    bob, alice = (load_cert(pki.saes[sae][0]).public_bytes(Encoding.DER) for sae in (BOB, ALICE))
+    assert (common_name_from_der(bob), common_name_from_der(alice)) == (BOB, ALICE)
+    hits = common_name_from_der.cache_info().hits
+    assert [common_name_from_der(der) for der in (bob, alice, bob)] == [BOB, ALICE, BOB]
+    assert common_name_from_der.cache_info().hits == hits + 3
+
+
 # ---------------------------------------------------------------- mutual TLS
 
 
