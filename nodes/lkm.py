@@ -97,6 +97,7 @@ class LocalKeyManager(Actor):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        self._local_users = None  # read again from the store (after a restart too)
         self.store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store)
         self._schedule_sync()
 
@@ -410,7 +411,6 @@ class LocalKeyManager(Actor):
                     done.set_result(result)
         finally:
             self._worker_scheduled = False
-        self._local_users: set[str] | None = None
 
     async def _fetch_for_sync(self, reason: str, pool: PoolStatus,
                               asked: int) -> dict[str, Any]:
