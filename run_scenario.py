@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,11 +51,15 @@ def serve_node_main() -> int:
     from nodes.config import ConfigError, NodeConfig
     from nodes.serve import serve_forever
 
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     try:
         config = NodeConfig.from_env(os.environ)
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         asyncio.run(serve_forever(config, announce=lambda line: print(line, flush=True)))
     except OSError as error:

@@ -33,8 +33,11 @@ class Server:
             [sys.executable, "run_scenario.py", "--serve"], cwd=ROOT, env={**os.environ, **env},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None
-        self.first_line = self.process.stdout.readline()
-        assert "serving" in self.first_line, self.first_line + self.process.stdout.read()
+        seen = []  # at DEBUG, library lines (asyncio's selector) may come first
+        while len(seen) < 20 and not (seen and "serving" in seen[-1]):
+            seen.append(self.process.stdout.readline())
+        self.first_line = seen[-1]
+        assert "serving" in self.first_line, "".join(seen) + self.process.stdout.read()
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)
@@ -113,6 +116,27 @@ def test_an_invalid_environment_variable_exits_2_naming_it(tmp_path: Path) -> No
                             timeout=30)
     assert result.returncode == 2
     assert "PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("level, answered_logged", [("INFO", False), ("DEBUG", True)])
+def test_log_level_decides_whether_answered_requests_are_logged(serve, level, answered_logged):
+    port = free_port()
+    commands = readme_curl_session(port)
+    server = serve(PORT=str(port), LOG_LEVEL=level.lower())
+    for command in commands[1:4]:  # register two users, read a status: all answered
+        run_curl(command)
+    code, out = server.stop()
+    access = [line for line in out.splitlines() if "qkdsim.access" in line]
+    assert code == 0
+    assert bool(access) is answered_logged, out
+
+
+def test_an_invalid_log_level_exits_2_naming_it() -> None:
+    result = subprocess.run([sys.executable, "run_scenario.py", "--serve"], cwd=ROOT,
+                            env={**os.environ, "LOG_LEVEL": "loud"}, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_usage_without_a_scenario_or_serve_exits_2() -> None:
