@@ -28,7 +28,7 @@ BENCH_SCENARIOS ?= scenarios/quickstart.yaml scenarios/two_sites.yaml scenarios/
 bench: $(STAMP)
 	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
 	$(BIN)/python bench/node_throughput.py
-	$(BIN)/python bench/scaling.py --sizes 3 10 30
+	$(BIN)/python bench/scaling.py --sizes 10 100 1000
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
