@@ -273,10 +273,10 @@ class KeyStore:
 
     async def close(self) -> None:
         """Close the file (a second call does nothing)."""
-        if isinstance(self._db, sqlite3.Connection):
-            self._db.close()
+        if self._inline:
+            self._conn.close()
         else:
-            await self._db.close()
+            await self._db.close()  # type: ignore[union-attr]
 
     async def checkpoint(self) -> None:
         """Write the WAL back into the database file and truncate it."""
