@@ -4,9 +4,9 @@ Each KM is a :class:`~nodes.km.KeyManager` actor, each QKD link a :class:`~nodes
 actor, and each LKM a real served node (its actor, its SQLite file, its aiohttp site on
 127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.km.KMNetwork`.
 Each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks to its home LKM over HTTP (or, with
-``transport: direct``, in ETSI messages to its actor). For every traffic
-flow between SAEs on different LKMs the sender's LKM keeps a slice of the receiver's pool, filled
-before the run starts. What this build cannot run yet is refused up front with the scenario path
+``transport: direct``, in ETSI messages to its actor). For every traffic flow between SAEs on
+different LKMs the sender's LKM keeps a slice of the receiver's pool, filled before the run
+starts. What this build cannot run yet is refused up front with the scenario path
 that asks for it, never silently ignored.
 """
 

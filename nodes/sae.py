@@ -2,9 +2,9 @@
 
 A sender's mails arrive as a Poisson process per traffic flow. For each mail it takes
 ``ceil(mail_bytes / key_bytes)`` keys from the receiver's pool with enc_keys, then tells the
-receiver the key IDs and a digest of the key bytes. The receiver reads the keys with dec_keys at its own home LKM and checks the
-digest, so a run proves that both ends saw identical key material. Key material never leaves
-these two exchanges: events carry counts and reasons only.
+receiver the key IDs and a digest of the key bytes. The receiver reads the keys with dec_keys
+at its own home LKM and checks the digest, so a run proves that both ends saw identical key
+material. Key material never leaves these two exchanges: events carry counts and reasons only.
 
 An SAE reaches its LKM through a :class:`Transport`: :class:`HttpTransport` (the default) sends
 real HTTP requests to the same aiohttp application external clients use; :class:`DirectTransport`
