@@ -8,8 +8,8 @@ recorded events, mails and peak RSS. Then least-squares fits of log(time) agains
 written with the figures to bench/results/scaling.{json,png}.
 
 SAEs reach their LKMs with ``--transport`` (default direct: the same ETSI messages without the
-HTTP stack, the way large runs are meant to be made; http is about three times slower). A size
-is run ``--repeat`` times (medians reported) while one run of it takes under ``--repeat-below``
+HTTP stack, the way large runs are meant to be made; http is 2-3x slower in bench/sim_speed.py).
+A size is run ``--repeat`` times (medians reported) while one run of it takes under ``--repeat-below``
 seconds; bigger sizes run once, and the JSON says so.
 
     python bench/scaling.py [--sizes 10 100 1000] [--users-per-lkm 100] [--transport direct]

@@ -79,6 +79,7 @@ class MailAudit:
 
 Record = Callable[..., None]
 Reply = tuple[int, Any]  # (HTTP status, JSON body); status 0: the LKM could not be reached
+UNREACHABLE = "connection failed"  # the message of a status-0 reply, either transport
 
 
 class Transport(Protocol):
@@ -138,8 +139,6 @@ class DirectTransport:
         except ActorStopped:
             return 0, {"message": UNREACHABLE}
 
-
-UNREACHABLE = "connection failed"
 
 
 class SimulatedSAE(Actor):
