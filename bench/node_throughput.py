@@ -144,7 +144,7 @@ class Client:
             ssl_ctx: Any = False
             headers = {}
             if self.target.transport == "mtls":
-                from nodes.pki import client_ssl_context
+                from nodes.server.pki import client_ssl_context
 
                 assert self.target.pki is not None
                 ssl_ctx = client_ssl_context(self.target.pki / "ca.crt",
@@ -380,7 +380,7 @@ async def bare_server(bodies_path: Path, pki: Path | None) -> None:
     await runner.setup()
     ssl_ctx = None
     if pki is not None:
-        from nodes.pki import server_ssl_context
+        from nodes.server.pki import server_ssl_context
 
         ssl_ctx = server_ssl_context(pki / "ca.crt", pki / "kme.crt", pki / "kme.key")
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_ctx)
@@ -794,7 +794,7 @@ async def db_experiment(work: Path, n: int = 2000) -> dict[str, float]:
     import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
-    from nodes.keystore import POOL_STATUS, RESERVE_WHOLE, KeyStore
+    from nodes.keynode.keystore import POOL_STATUS, RESERVE_WHOLE, KeyStore
 
     path = work / "db-experiment.db"
     store = await KeyStore.open(path)

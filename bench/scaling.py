@@ -37,9 +37,9 @@ RSS_TARGET_MIB = 4096  # issue 8: 1,000 LKMs and 100,000 users under 4 GB
 
 def one_size(lkms: int, users_per_lkm: int, transport: str) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
-    from nodes.generate import city
-    from nodes.harness import run
-    from simulator.scenario import parse_scenario
+    from nodes.run.generate import city
+    from nodes.run.harness import run
+    from nodes.run.scenario import parse_scenario
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket and files per LKM
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8 * lkms + 1024)), hard))

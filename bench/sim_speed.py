@@ -37,8 +37,8 @@ TARGETS_S = {"quickstart": 2.0, "city": 60.0}  # issue 8: total wall over HTTP
 def one_run(scenario_path: str, transport: str) -> dict[str, float]:
     """Run one scenario in this process; return its figures."""
     sys.path.insert(0, str(ROOT))
-    from nodes.harness import run
-    from simulator.scenario import load_scenario
+    from nodes.run.harness import run
+    from nodes.run.scenario import load_scenario
 
     scenario = load_scenario(scenario_path).model_copy(update={"transport": transport})
     with tempfile.TemporaryDirectory() as out:

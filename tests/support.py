@@ -9,10 +9,10 @@ from typing import Any
 
 import aiohttp
 
-from nodes.config import NodeConfig, TlsFiles
-from nodes.pki import PkiFiles, client_ssl_context, write_pki
-from nodes.serve import ServedNode
-from nodes.supply import LocalKeySupply
+from nodes.keynode.config import NodeConfig, TlsFiles
+from nodes.server.pki import PkiFiles, client_ssl_context, write_pki
+from nodes.server.serve import ServedNode
+from nodes.keynode.supply import LocalKeySupply
 from simulator.actor import ActorSystem
 from simulator.clock import WallClock
 

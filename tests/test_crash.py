@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from nodes.keystore import KeyStore
+from nodes.keynode.keystore import KeyStore
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1/keys"

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import yarl
 
-from nodes.pki import client_ssl_context, write_pki
+from nodes.server.pki import client_ssl_context, write_pki
 from tests.conftest import SAES
 from tests.support import API, Node, decoded
 

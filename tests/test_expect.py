@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from simulator.expect import (
+from nodes.run.expect import (
     ExpectationResult,
     evaluate,
     exit_code,
@@ -14,7 +14,7 @@ from simulator.expect import (
     recovery_s,
 )
 from simulator.metrics import Recorder
-from simulator.scenario import Expectation
+from nodes.run.scenario import Expectation
 
 POOL = "LKM_A/SAE_BOB_001"
 CLEAN_AUDIT = {"reused_key_ids": 0, "mismatched_keys": 0}

@@ -1,4 +1,4 @@
-"""schemathesis fuzzes a node served over mutual TLS on loopback from nodes/openapi.yaml.
+"""schemathesis fuzzes a node served over mutual TLS on loopback from nodes/server/openapi.yaml.
 
 Every check schemathesis has for a single request is on: no 5xx, every status, content type,
 header and body as documented, schema-violating requests refused (4xx), undocumented methods 405
@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import API, Node
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENT = ROOT / "nodes" / "openapi.yaml"
+DOCUMENT = ROOT / "nodes" / "server" / "openapi.yaml"
 ALICE, BOB, CAROL = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001"
 EXAMPLES_PER_OPERATION = 30
 SEED = 20260701

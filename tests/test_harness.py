@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from nodes.harness import run
-from simulator.scenario import parse_scenario
+from nodes.run.harness import run
+from nodes.run.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY_S = 86400.0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nodes.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
+from nodes.keynode.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
                           NotFound, Unauthorized)
-from nodes.keystore import KeyStore
+from nodes.keynode.keystore import KeyStore
 
 KEY_BITS = 8192
 

@@ -17,10 +17,10 @@ import pytest
 import yarl
 from prometheus_client.parser import text_string_to_metric_families
 
-from nodes.config import NodeConfig, TlsFiles
-from nodes.pki import client_ssl_context, write_pki
-from nodes.serve import ServedNode, ServerTimeouts
-from nodes.supply import LocalKeySupply
+from nodes.keynode.config import NodeConfig, TlsFiles
+from nodes.server.pki import client_ssl_context, write_pki
+from nodes.server.serve import ServedNode, ServerTimeouts
+from nodes.keynode.supply import LocalKeySupply
 from simulator.actor import ActorSystem
 from simulator.clock import WallClock
 from tests.support import API, Node, decoded

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nodes.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
-from nodes.keystore import Key
-from nodes.messages import GetKeys, GetKeysWithIds, GetStatus, Refill
+from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
+from nodes.keynode.keystore import Key
+from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus, Refill
 from tests.support import API, Node, decoded
 
 ALICE, BOB, CAROL, EVE = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001"

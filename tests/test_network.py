@@ -11,15 +11,15 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from nodes.errors import KMUnreachable
-from nodes.harness import run
-from nodes.km import KMNetwork
-from nodes.messages import ListPools
-from nodes.network import Network
-from nodes.qkd_link import Level, SetUp
-from nodes.routing import edge_key
+from nodes.keynode.errors import KMUnreachable
+from nodes.run.harness import run
+from nodes.network.km import KMNetwork
+from nodes.keynode.messages import ListPools
+from nodes.run.builder import Network
+from nodes.network.link import Level, SetUp
+from nodes.network.routing import edge_key
 from simulator.runtime import Simulation
-from simulator.scenario import parse_scenario
+from nodes.run.scenario import parse_scenario
 
 API = "/api/v1/keys"
 A, B, C = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001"

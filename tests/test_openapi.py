@@ -1,4 +1,4 @@
-"""The OpenAPI document (nodes/openapi.yaml) is served, agrees with the route table, and describes
+"""The OpenAPI document (nodes/server/openapi.yaml) is served, agrees with the route table, and describes
 what a served node really does: every route's real requests and responses, successes and errors,
 are validated against it with openapi-core."""
 
@@ -16,7 +16,7 @@ from openapi_core import OpenAPI
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 
-from nodes import api, observability
+from nodes.server import api, observability
 from tests.support import API, Node
 
 DOCUMENT = Path(api.__file__).with_name("openapi.yaml")

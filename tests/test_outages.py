@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nodes.harness import run
-from simulator.scenario import parse_scenario
+from nodes.run.harness import run
+from nodes.run.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = sorted((ROOT / "scenarios" / "outages").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Tests for nodes.pki: certificate files, and mutual TLS against a real aiohttp server."""
+"""Tests for nodes.server.pki: certificate files, and mutual TLS against a real aiohttp server."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from nodes.pki import (
+from nodes.server.pki import (
     PkiFiles,
     client_ssl_context,
     common_name_from_der,

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from nodes.harness import run
-from simulator.scenario import load_scenario
+from nodes.run.harness import run
+from nodes.run.scenario import load_scenario
 from tests.test_serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from simulator.metrics import Recorder
-from simulator.report import (
+from nodes.run.report import (
     MAX_POOL_LINES,
     format_summary_table,
     plot_pool_levels,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.durations import format_duration, parse_duration
-from simulator.scenario import (
+from nodes.run.scenario import (
     MailTraffic,
     ReplayTraffic,
     Scenario,

@@ -37,8 +37,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from nodes.config import SyncPolicy
-from nodes.keystore import COUNTS_FROM_ROWS
+from nodes.keynode.config import SyncPolicy
+from nodes.keynode.keystore import COUNTS_FROM_ROWS
 from tests.support import API, Node
 
 SAES = ("SAE_A", "SAE_B", "SAE_C", "x'); DROP TABLE users;--")

@@ -27,9 +27,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from nodes.errors import QKDError
-from nodes.messages import GetKmStatus, ListPools
-from nodes.pki import common_name_from_der
+from nodes.keynode.errors import QKDError
+from nodes.keynode.messages import GetKmStatus, ListPools
+from nodes.server.pki import common_name_from_der
 from simulator.actor import ActorRef
 from simulator.clock import Clock
 
@@ -76,7 +76,7 @@ def _field(value: object) -> str:
 
 def caller_for_log(request: web.Request) -> str | None:
     """Who is calling, for logs only: the certificate's CN under TLS, else X-SAE-ID. Never
-    raises; authentication is the API's job (``nodes.api.caller_of``)."""
+    raises; authentication is the API's job (``nodes.server.api.caller_of``)."""
     ssl_object = request.get_extra_info("ssl_object")
     if ssl_object is not None:
         der = ssl_object.getpeercert(binary_form=True)

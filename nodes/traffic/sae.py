@@ -24,10 +24,10 @@ from typing import Any, Callable, Protocol
 
 import aiohttp
 
-from nodes.api import keys_body
-from nodes.errors import QKDError
-from nodes.messages import GetKeys, GetKeysWithIds
-from nodes.trace import SIMULATED_HEADER
+from nodes.server.api import keys_body
+from nodes.keynode.errors import QKDError
+from nodes.keynode.messages import GetKeys, GetKeysWithIds
+from nodes.traffic.trace import SIMULATED_HEADER
 from simulator.actor import Actor, ActorRef, ActorStopped
 from simulator.clock import Clock
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from nodes.network import Network
-from nodes.trace import TraceWriter
-from simulator.expect import ExpectationResult, evaluate
-from simulator.report import format_summary_table, write_report
+from nodes.run.builder import Network
+from nodes.traffic.trace import TraceWriter
+from nodes.run.expect import ExpectationResult, evaluate
+from nodes.run.report import format_summary_table, write_report
 from simulator.runtime import ProgressFn, Simulation
-from simulator.scenario import Scenario
+from nodes.run.scenario import Scenario
 
 
 MAX_PRINTED_ROWS = 40

@@ -3,7 +3,7 @@
 :class:`ServedNode` wires one LKM actor to its aiohttp application and a TCP site (plain HTTP, or
 mutual TLS with the node's certificate), with its metrics at ``/metrics`` and bounded waits for
 slow or half-open connections (:class:`ServerTimeouts`). :func:`serve_forever` runs one node from a
-:class:`~nodes.config.NodeConfig` until SIGINT/SIGTERM, then shuts down in order: stop accepting
+:class:`~nodes.keynode.config.NodeConfig` until SIGINT/SIGTERM, then shuts down in order: stop accepting
 and finish in-flight requests, then stop the actor (which closes its SQLite file), so no
 acknowledged write is lost.
 """
@@ -20,13 +20,13 @@ from typing import Any, Callable, Sequence
 
 from aiohttp import web
 
-from nodes.api import create_app
-from nodes.config import NodeConfig
-from nodes.directory import Directory
-from nodes.lkm import LocalKeyManager, Observer, _ignore
-from nodes.observability import NodeMetrics, install, tee
-from nodes.pki import server_ssl_context
-from nodes.supply import KeySupply, LocalKeySupply
+from nodes.server.api import create_app
+from nodes.keynode.config import NodeConfig
+from nodes.keynode.directory import Directory
+from nodes.keynode.lkm import LocalKeyManager, Observer, _ignore
+from nodes.server.observability import NodeMetrics, install, tee
+from nodes.server.pki import server_ssl_context
+from nodes.keynode.supply import KeySupply, LocalKeySupply
 from simulator.actor import ActorRef, ActorSystem
 from simulator.clock import Clock, WallClock
 

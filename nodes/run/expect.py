@@ -44,7 +44,7 @@ from typing import TypeVar
 
 from simulator.durations import format_duration
 from simulator.metrics import Recorder
-from simulator.scenario import Expectation
+from nodes.run.scenario import Expectation
 
 POOL_KEYS = "pool_keys"
 POOL_THRESHOLD_KEYS = "pool_threshold_keys"

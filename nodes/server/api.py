@@ -22,15 +22,15 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from nodes.config import NodeConfig
-from nodes.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
+from nodes.keynode.config import NodeConfig
+from nodes.keynode.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
                           Unauthorized)
-from nodes.keystore import Key
-from nodes.lkm import RESERVED_IDS, sync_and_wait
-from nodes.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
+from nodes.keynode.keystore import Key
+from nodes.keynode.lkm import RESERVED_IDS, sync_and_wait
+from nodes.keynode.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
                             ListPools, Refill, Register, Sync)
-from nodes.observability import NodeLog, caller_for_log, route_of
-from nodes.pki import common_name_from_der
+from nodes.server.observability import NodeLog, caller_for_log, route_of
+from nodes.server.pki import common_name_from_der
 from simulator.actor import ActorRef
 from simulator.clock import Clock
 

@@ -1,7 +1,7 @@
 """The local key manager (LKM) actor: per-user key pools, remote slices, ETSI 014, hybrid sync.
 
-Every HTTP request reaches the LKM as a message (``nodes.messages``); the LKM checks identities
-and bounds, asks its :class:`~nodes.keystore.KeyStore`, and replies with keys or a JSON-ready view.
+Every HTTP request reaches the LKM as a message (``nodes.keynode.messages``); the LKM checks identities
+and bounds, asks its :class:`~nodes.keynode.keystore.KeyStore`, and replies with keys or a JSON-ready view.
 It never reads the time except through its injected clock.
 
 Pools: the *home pool* of each SAE homed here, and a *slice* of the home pool of each remote SAE
@@ -11,8 +11,8 @@ time, so a cross-site send is served locally even while the network is down).
 Sync policy (the seed's hybrid strategy, per pool or slice): *scheduled* every ``interval_s``;
 after a delivery, *threshold* when the pool falls below ``threshold`` of its limit and
 *emergency* below ``emergency``; *manual* on request. A sync tops the pool up to its limit from
-the :class:`~nodes.supply.KeySupply`. The fetch runs in a background task and its result comes
-back as a :class:`~nodes.messages.SyncResult` message, so the LKM keeps answering (and can ship
+the :class:`~nodes.keynode.supply.KeySupply`. The fetch runs in a background task and its result comes
+back as a :class:`~nodes.keynode.messages.SyncResult` message, so the LKM keeps answering (and can ship
 keys to other LKMs) while it waits. An unreachable key manager is an outcome: the LKM records
 it, keeps serving what it holds, and retries that pool no sooner than ``RETRY_S`` later.
 """
@@ -24,17 +24,17 @@ import math
 from collections import deque
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from nodes.config import NodeConfig
-from nodes.directory import Directory
-from nodes.errors import (BadRequest, ExtensionMandatoryUnmet, ExtensionMandatoryUnsupported,
+from nodes.keynode.config import NodeConfig
+from nodes.keynode.directory import Directory
+from nodes.keynode.errors import (BadRequest, ExtensionMandatoryUnmet, ExtensionMandatoryUnsupported,
                           InsufficientKeys, KMUnreachable, NotFound, QKDError,
                           SizeNotMultipleOf8, Unauthorized)
-from nodes.keystore import Key, KeyStore, PoolStatus, Txn
-from nodes.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus,
+from nodes.keynode.keystore import Key, KeyStore, PoolStatus, Txn
+from nodes.keynode.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus,
                             GetStatus, KeyState, ListPools, Refill, Register, ShipSlice, Sync,
                             SyncResult, UnshipSlice)
-from nodes.supply import KeySupply
-from nodes.views import pools_view, status_view, sync_view
+from nodes.keynode.supply import KeySupply
+from nodes.keynode.views import pools_view, status_view, sync_view
 from simulator.actor import Actor
 from simulator.clock import Clock, Timer
 from simulator.metrics import pool_node

@@ -19,7 +19,7 @@ from typing import IO, Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from nodes.observability import caller_for_log
+from nodes.server.observability import caller_for_log
 from simulator.actor import Actor
 from simulator.clock import Clock
 

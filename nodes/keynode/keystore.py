@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import aiosqlite
 
-from nodes.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
+from nodes.keynode.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
                           NotFound, QKDError, Unauthorized)
 
 AVAILABLE, DELIVERED, CONSUMED, SHIPPED = 0, 1, 2, 3

@@ -2,7 +2,7 @@
 
 :class:`KeyManager` is an actor holding what one KM owns: its generation budget (key material
 accrues at ``key_rate_bps``, up to an hour's worth) and whether it is up.
-:class:`KMNetwork` is the :class:`~nodes.supply.KeySupply` every LKM is given: it holds only
+:class:`KMNetwork` is the :class:`~nodes.keynode.supply.KeySupply` every LKM is given: it holds only
 references (no state of its own) and runs in the asking LKM's background task, so no actor ever
 waits on another actor that could be waiting on it.
 
@@ -22,12 +22,12 @@ from typing import Any, Callable, Mapping
 
 import networkx as nx
 
-from nodes.directory import Directory
-from nodes.errors import KMUnreachable
-from nodes.keystore import Key
-from nodes.messages import ShipSlice, UnshipSlice
-from nodes.qkd_link import GetLatency, Refund, Spend
-from nodes.routing import Edge, hops, shortest_path
+from nodes.keynode.directory import Directory
+from nodes.keynode.errors import KMUnreachable
+from nodes.keynode.keystore import Key
+from nodes.keynode.messages import ShipSlice, UnshipSlice
+from nodes.network.link import GetLatency, Refund, Spend
+from nodes.network.routing import Edge, hops, shortest_path
 from simulator.actor import Actor, ActorRef, ActorStopped
 from simulator.clock import Clock
 

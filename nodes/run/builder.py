@@ -1,9 +1,9 @@
 """The builder: wires a validated scenario into a running simulated network.
 
-Each KM is a :class:`~nodes.km.KeyManager` actor, each QKD link a :class:`~nodes.qkd_link.QKDLink`
+Each KM is a :class:`~nodes.network.km.KeyManager` actor, each QKD link a :class:`~nodes.network.link.QKDLink`
 actor, and each LKM a real served node (its actor, its SQLite file, its aiohttp site on
-127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.km.KMNetwork`.
-Each SAE is a :class:`~nodes.sae.SimulatedSAE` that talks to its home LKM over HTTP (or, with
+127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.network.km.KMNetwork`.
+Each SAE is a :class:`~nodes.traffic.sae.SimulatedSAE` that talks to its home LKM over HTTP (or, with
 ``transport: direct``, in ETSI messages to its actor). For every traffic flow between SAEs on
 different LKMs the sender's LKM keeps a slice of the receiver's pool, filled before the run
 starts. What this build cannot run yet is refused up front with the scenario path
@@ -19,23 +19,23 @@ from typing import Any
 
 import aiohttp
 
-from nodes.config import NodeConfig, SyncPolicy
-from nodes.directory import Directory
-from nodes.km import KeyManager, KMNetwork, SetDown
-from nodes.messages import AddRemote, Audit, ListPools, Register, Sync
-from nodes.pki import safe_file_stem
-from nodes.qkd_link import Degrade, QKDLink, SetLatency, SetUp
-from nodes.routing import Edge, edge_key, km_graph
-from nodes.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
+from nodes.keynode.config import NodeConfig, SyncPolicy
+from nodes.keynode.directory import Directory
+from nodes.network.km import KeyManager, KMNetwork, SetDown
+from nodes.keynode.messages import AddRemote, Audit, ListPools, Register, Sync
+from nodes.server.pki import safe_file_stem
+from nodes.network.link import Degrade, QKDLink, SetLatency, SetUp
+from nodes.network.routing import Edge, edge_key, km_graph
+from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
                        Transport)
-from nodes.serve import ServedNode
-from nodes.trace import Replayer, TraceWriter, load_trace, recorder_hook
+from nodes.server.serve import ServedNode
+from nodes.traffic.trace import Replayer, TraceWriter, load_trace, recorder_hook
 from simulator.actor import ActorRef
 from simulator.clock import VirtualClock
-from simulator.faults import schedule_outages
+from nodes.run.outages import schedule_outages
 from simulator.metrics import pool_node
 from simulator.runtime import Simulation
-from simulator.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenario,
+from nodes.run.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenario,
                                 ScenarioError)
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time

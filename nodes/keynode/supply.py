@@ -2,7 +2,7 @@
 
 The LKM only sees the :class:`KeySupply` protocol. On a single served node the next-door key
 manager is stood in for by :class:`LocalKeySupply` (fresh random material, which an outage can take
-down, and no network to relay slices over); in a simulated network :class:`nodes.km.KMNetwork`
+down, and no network to relay slices over); in a simulated network :class:`nodes.network.km.KMNetwork`
 answers instead.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from nodes.errors import KMUnreachable
-from nodes.keystore import Key
+from nodes.keynode.errors import KMUnreachable
+from nodes.keynode.keystore import Key
 
 
 class KeySupply(Protocol):

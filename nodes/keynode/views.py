@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodes.config import NodeConfig
-from nodes.keystore import PoolStatus
+from nodes.keynode.config import NodeConfig
+from nodes.keynode.keystore import PoolStatus
 
 
 def status_view(config: NodeConfig, pool: PoolStatus, master: str, target_kme: str,

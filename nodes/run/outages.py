@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from simulator.runtime import Simulation
-from simulator.scenario import Outage
+from nodes.run.scenario import Outage
 
 Apply = Callable[[Outage, bool], None]
 
