@@ -1,39 +1,37 @@
-"""Actors: one mailbox each, one message at a time.
+"""Actors: one mailbox each, one message at a time (after pykka's ``Actor`` and ``ActorRef``).
 
 An :class:`Actor` subclass implements :meth:`Actor.receive`; others talk to it only through its
-:class:`ActorRef`, with :meth:`ActorRef.tell` (fire and forget) or :meth:`ActorRef.ask` (await the
-reply, or the exception ``receive`` raised). Every queued or running message counts as work in
-flight on the shared :class:`~simulator.clock.Activity`, which is what lets the virtual clock know
-when the whole system is idle.
+:class:`ActorRef`: :meth:`ActorRef.tell` (fire and forget) or :meth:`ActorRef.ask` (a future of
+the reply, or of the exception ``receive`` raised). Both put the message in the mailbox at once,
+so the order of calls is the order of delivery whether or not the caller awaits. An ``ask`` may
+be bounded in the clock's time (``timeout_s``); a handler may answer later with
+:meth:`Actor.defer_reply` (the reply is plain data; no future ever travels in a message).
 
-Supervision: an exception raised while handling a ``tell`` is a failure of the actor. It is passed
-to :meth:`Actor.on_failure`, whose :class:`Directive` decides whether the actor resumes, restarts
-(``on_stop`` then ``on_start``) or stops. Failures are kept in :attr:`ActorSystem.failures` so a run
-can report them and exit non-zero. An exception raised while handling an ``ask`` is the caller's
-answer and does not count as a failure unless it is not a :class:`Reply`-able error
-(see :attr:`Actor.expected_errors`).
+Supervision lives in :class:`~simulator.system.ActorSystem`: an exception raised while handling
+a ``tell`` (or an unexpected one while handling an ``ask``) goes to :meth:`Actor.on_failure`,
+whose :class:`Directive` resumes, restarts (``on_stop`` then ``on_start``) or stops the actor.
 
 Batches: an actor that lists message types in :attr:`Actor.batchable` gets the consecutive
 messages of those types waiting at the head of its mailbox in one :meth:`Actor.receive_batch`
 call (one message alone still goes to ``receive``). Mailbox order is kept: a batch never
-reaches past a message of another type, and its outcomes are answered in order.
+reaches past a message of another type, and its outcomes are answered in order. A batch must
+not wait on the virtual clock (only its first message's lease is suspended by a sleep).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Generic, Sequence, TypeVar
 
-from simulator.clock import Activity
+from simulator.activity import Activity, Lease
+
+if TYPE_CHECKING:
+    from simulator.system import Cell
 
 A = TypeVar("A", bound="Actor")
 T = TypeVar("T")
-
-
-SYSTEM = "<system>"  # owner of the system's own background tasks
 
 
 class Directive(enum.Enum):
@@ -43,21 +41,73 @@ class Directive(enum.Enum):
 
 
 class ActorStopped(Exception):
-    """The actor is stopped: the message was not delivered."""
+    """The actor is stopped: the message was not delivered, or not answered."""
+
+
+class AskTimeout(Exception):
+    """No reply within the ask's ``timeout_s`` of clock time."""
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
+    """A failure of an actor, a hook or a task, as the run reports it."""
+
     actor: str
-    message: str
+    message: str  # the message type, or the hook ("on_failure", "restart", "on_stop", "task")
     error: str
-    directive: str
+    directive: str  # what followed: resume | restart | stop | none
 
 
-@dataclass(slots=True)
-class _Envelope:
-    message: object
-    reply: asyncio.Future[Any] | None
+class Promise:
+    """The answer to one ask: settled once, by the actor system or by the actor itself.
+
+    ``on_settle`` hooks run synchronously when it settles, before the asker resumes: a waiter
+    in clock time renews its lease there, so no moment passes uncounted."""
+
+    __slots__ = ("future", "_hooks")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self._hooks: list[Callable[[], None]] | None = None
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def on_settle(self, hook: Callable[[], None]) -> None:
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+
+    def resolve(self, value: Any) -> None:
+        if not self.future.done():
+            self._settled()
+            self.future.set_result(value)
+
+    def reject(self, error: BaseException) -> None:
+        if not self.future.done():
+            self._settled()
+            self.future.set_exception(error)
+
+    def _settled(self) -> None:
+        hooks, self._hooks = self._hooks, None
+        for hook in hooks or ():
+            hook()
+
+
+class Envelope(Lease):
+    """A message in a mailbox, and the unit of work it counts for until it is handled."""
+
+    __slots__ = ("message", "reply", "to")
+
+    def __init__(self, activity: Activity, to: str, message: object,
+                 reply: Promise | None) -> None:
+        self.to = to
+        self.message = message
+        self.reply = reply
+        super().__init__(activity)
+
+    def describe(self) -> str:
+        return f"{self.to} <- {type(self.message).__name__}"
 
 
 class Actor:
@@ -73,16 +123,23 @@ class Actor:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ref: ActorRef[Any] = _UNBOUND
-        self._system: ActorSystem | None = None
+        self._cell: Cell | None = None
 
     def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run work that must not block this actor's mailbox (awaiting other actors, say).
 
-        The task counts as activity until it ends, is cancelled when the actor stops, and its
+        The task is counted work until it ends, is cancelled when the actor stops, and its
         result should come back as a message (pipe-to-self), never by touching actor state.
         """
-        assert self._system is not None, "start_task before spawn"
-        return self._system.start_task(self.name, coro)
+        assert self._cell is not None, "start_task before spawn"
+        return self._cell.system.start_task(self.name, coro)
+
+    def defer_reply(self) -> Promise | None:
+        """Answer the ask being handled later: the system will not reply when ``receive``
+        returns; resolve the promise instead (the system rejects it if the actor stops first).
+        None when the message was told, not asked."""
+        assert self._cell is not None, "defer_reply outside a handler"
+        return self._cell.defer_reply()
 
     async def on_start(self) -> None:
         """Called before the first message, and again after a restart."""
@@ -107,207 +164,27 @@ class Actor:
 class ActorRef(Generic[A]):
     """The only handle other code holds on an actor."""
 
-    def __init__(self, mailbox: "Mailbox", name: str) -> None:
-        self._mailbox = mailbox
+    __slots__ = ("_cell", "name")
+
+    def __init__(self, cell: Cell, name: str) -> None:
+        self._cell = cell
         self.name = name
 
     def tell(self, message: object) -> None:
-        self._mailbox.put(_Envelope(message, None))
+        self._cell.put(message, None)
 
-    async def ask(self, message: object, timeout_s: float | None = None) -> Any:
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._mailbox.put(_Envelope(message, reply))
+    def ask(self, message: object, timeout_s: float | None = None) -> Awaitable[Any]:
+        """The message is in the mailbox when this returns; await the result for the reply.
+        With ``timeout_s``, the wait is bounded in the clock's time (AskTimeout), and under the
+        virtual clock the caller's work counts as waiting, not running, meanwhile."""
+        promise = Promise(asyncio.get_running_loop().create_future())
+        self._cell.put(message, promise)
         if timeout_s is None:
-            return await reply
-        return await asyncio.wait_for(reply, timeout_s)
+            return promise.future
+        return self._cell.system.wait_in_clock_time(promise, timeout_s, self.name)
 
     def __repr__(self) -> str:
         return f"ActorRef({self.name!r})"
 
 
-class Mailbox:
-    """A FIFO of envelopes whose length counts as work in flight."""
-
-    def __init__(self, activity: Activity) -> None:
-        self._activity = activity
-        self._queue: deque[_Envelope] = deque()
-        self._ready = asyncio.Event()
-        self.closed = False
-
-    def put(self, envelope: _Envelope) -> None:
-        if self.closed:
-            if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(ActorStopped("actor is stopped"))
-            return
-        self._activity.begin()
-        self._queue.append(envelope)
-        self._ready.set()
-
-    async def get(self) -> _Envelope:
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
-
-    def take_while(self, wanted: Callable[[_Envelope], bool], limit: int) -> list[_Envelope]:
-        """Up to ``limit`` more envelopes from the head, as long as each is ``wanted``."""
-        taken: list[_Envelope] = []
-        while self._queue and len(taken) < limit and wanted(self._queue[0]):
-            taken.append(self._queue.popleft())
-        return taken
-
-    def done(self) -> None:
-        self._activity.end()
-
-    def close(self) -> list[_Envelope]:
-        self.closed = True
-        left = list(self._queue)
-        self._queue.clear()
-        for _ in left:
-            self._activity.end()
-        return left
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-
 _UNBOUND: ActorRef[Any] = ActorRef.__new__(ActorRef)
-
-
-class ActorSystem:
-    """Owns the actors of one run: spawns them, records their failures, stops them."""
-
-    def __init__(self, activity: Activity | None = None) -> None:
-        self.activity = activity or Activity()
-        self.failures: list[Failure] = []
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._mailboxes: dict[str, Mailbox] = {}
-        self._actors: dict[str, Actor] = {}
-        self._side_tasks: dict[str, set[asyncio.Task[Any]]] = {}
-
-    def start_task(self, owner: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        self.activity.begin()
-        task = asyncio.ensure_future(coro)
-        tasks = self._side_tasks.setdefault(owner, set())
-        tasks.add(task)
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            tasks.discard(finished)
-            self.activity.end()
-            if not finished.cancelled() and finished.exception() is not None:
-                error = finished.exception()
-                self.failures.append(Failure(owner, "task", f"{type(error).__name__}: {error}",
-                                             Directive.RESUME.value))
-
-        task.add_done_callback(done)
-        return task
-
-    async def spawn(self, actor: A) -> ActorRef[A]:
-        if actor.name in self._actors:
-            raise ValueError(f"an actor named {actor.name!r} exists already")
-        mailbox = Mailbox(self.activity)
-        ref: ActorRef[A] = ActorRef(mailbox, actor.name)
-        actor.ref = ref
-        actor._system = self
-        await actor.on_start()
-        self._actors[actor.name] = actor
-        self._mailboxes[actor.name] = mailbox
-        self._tasks[actor.name] = asyncio.create_task(self._run(actor, mailbox), name=actor.name)
-        return ref
-
-    def actor(self, name: str) -> Actor:
-        return self._actors[name]
-
-    async def stop(self, name: str) -> None:
-        """Stop one actor: it finishes its current message, queued ones are refused."""
-        mailbox = self._mailboxes.pop(name)
-        for envelope in mailbox.close():
-            if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(ActorStopped(f"{name} stopped"))
-        task = self._tasks.pop(name)
-        side = self._side_tasks.pop(name, set())
-        for pending in (task, *side):
-            pending.cancel()
-        await asyncio.gather(task, *side, return_exceptions=True)
-        await self._actors.pop(name).on_stop()
-
-    async def stop_all(self) -> None:
-        """Stop every actor, then cancel the system's own background tasks."""
-        for name in list(reversed(self._actors)):
-            await self.stop(name)
-        left = [task for tasks in self._side_tasks.values() for task in tasks]
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-
-    async def _run(self, actor: Actor, mailbox: Mailbox) -> None:
-        def batchable(envelope: _Envelope) -> bool:
-            return type(envelope.message) in actor.batchable
-
-        while True:
-            batch = [await mailbox.get()]
-            if batchable(batch[0]):
-                batch += mailbox.take_while(batchable, actor.max_batch - 1)
-            try:
-                if len(batch) == 1:
-                    await self._handle(actor, batch[0])
-                else:
-                    await self._handle_batch(actor, batch)
-            finally:
-                for _ in batch:
-                    mailbox.done()
-
-    async def _handle(self, actor: Actor, envelope: _Envelope) -> None:
-        try:
-            result = await actor.receive(envelope.message)
-        except asyncio.CancelledError:
-            _refuse([envelope], ActorStopped(f"{actor.name} stopped"))
-            raise
-        except Exception as error:  # noqa: BLE001 - every failure is routed, never swallowed
-            await self._fail(actor, envelope, error)
-            return
-        if envelope.reply is not None and not envelope.reply.done():
-            envelope.reply.set_result(result)
-
-    async def _handle_batch(self, actor: Actor, batch: list[_Envelope]) -> None:
-        try:
-            outcomes = await actor.receive_batch([envelope.message for envelope in batch])
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"receive_batch answered {len(outcomes)} of {len(batch)}")
-        except asyncio.CancelledError:
-            _refuse(batch, ActorStopped(f"{actor.name} stopped"))
-            raise
-        except Exception as error:  # noqa: BLE001 - the whole batch failed: one failure
-            _refuse(batch, error)
-            await self._supervise(actor, batch[0].message, error)
-            return
-        for envelope, outcome in zip(batch, outcomes):
-            if isinstance(outcome, Exception):
-                await self._fail(actor, envelope, outcome)
-            elif envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_result(outcome)
-
-    async def _fail(self, actor: Actor, envelope: _Envelope, error: Exception) -> None:
-        """``error`` is the answer to an ask; a failed tell or an unexpected error is also a
-        failure of the actor, for its supervisor."""
-        _refuse([envelope], error)
-        if envelope.reply is None or not isinstance(error, actor.expected_errors):
-            await self._supervise(actor, envelope.message, error)
-
-    async def _supervise(self, actor: Actor, message: object, error: BaseException) -> None:
-        directive = await actor.on_failure(message, error)
-        self.failures.append(
-            Failure(actor.name, type(message).__name__, f"{type(error).__name__}: {error}",
-                    directive.value)
-        )
-        if directive is Directive.RESTART:
-            await actor.on_stop()
-            await actor.on_start()
-        elif directive is Directive.STOP:  # from outside the actor's own task, which stop ends
-            self.start_task(SYSTEM, self.stop(actor.name))
-
-
-def _refuse(envelopes: Sequence[_Envelope], error: BaseException) -> None:
-    for envelope in envelopes:
-        if envelope.reply is not None and not envelope.reply.done():
-            envelope.reply.set_exception(error)

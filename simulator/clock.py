@@ -1,13 +1,19 @@
-"""Clocks: the only source of time in qkdsim.
+"""Clocks: the only source of time in qkdsim, and the only owner of its passing.
 
-Everything that needs the time or a timer is handed a :class:`Clock`. Two implementations:
+Everything that needs the time or a timer is handed a :class:`Clock`, and a run is driven by
+:meth:`Clock.run` (as SimPy's ``Environment.run``); nothing else steps time. Two
+implementations:
 
 * :class:`VirtualClock`, discrete-event: a heap of ``(time, priority, seq)`` timers. Time jumps to
-  the next timer only when the :class:`Activity` counter says every actor is idle, and timers fire
-  one at a time (the run waits for idleness again between two of them), so a run is a fixed
-  sequence of steps and repeats exactly even when actors do real I/O (HTTP, SQLite).
-* :class:`WallClock`: real time from the event loop, optionally scaled (``time_scale=60`` makes one
-  simulated minute pass per real second).
+  the next timer only when no work is in flight (:class:`~simulator.activity.Activity`), and
+  timers fire one at a time, the run waiting for idleness again between two of them, so a run is
+  a fixed sequence of steps and repeats exactly even when actors do real I/O (HTTP, SQLite). A
+  watchdog names the holders of work that has not moved for ``stall_s`` wall seconds
+  (:class:`~simulator.activity.Stalled`) instead of hanging, and debug checks
+  (:meth:`VirtualClock.add_check`) fail a run whose clock would advance while, say, a mailbox
+  still holds work.
+* :class:`WallClock`: real time from the event loop, optionally scaled (``time_scale=60`` makes
+  one simulated minute pass per real second).
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from simulator.activity import CURRENT_LEASE, Activity, Stalled
+
 Callback = Callable[[], None]
+Progress = Callable[[float, float], None]  # (now_s, until_s)
+Check = Callable[[], "str | None"]  # a debug check: what is wrong, or None
+
+
+class ClockError(RuntimeError):
+    """A debug check found the run's bookkeeping broken (see :meth:`VirtualClock.add_check`)."""
 
 
 class Timer(Protocol):
@@ -26,7 +40,9 @@ class Timer(Protocol):
 
 
 class Clock(Protocol):
-    """What actors may ask of time."""
+    """What actors may ask of time, and what drives a run."""
+
+    steps: int
 
     def now(self) -> float:
         """Seconds since the start of the run (virtual) or since the epoch (wall)."""
@@ -37,47 +53,19 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, delay_s: float) -> None:
-        """Wait ``delay_s`` of this clock's seconds (only from counted background work)."""
+        """Wait ``delay_s`` of this clock's seconds (from counted work: a message or a task)."""
+        ...
+
+    async def run(self, until_s: float, progress: Progress | None = None) -> None:
+        """Let time pass until ``until_s``; return once the work due by then is done."""
+        ...
+
+    async def settle(self) -> None:
+        """Let everything due now happen, without moving time."""
         ...
 
 
-class Activity:
-    """Counts units of work in flight (queued or running actor messages, pending I/O).
-
-    The virtual clock may only advance when the count is zero.
-    """
-
-    def __init__(self) -> None:
-        self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @property
-    def busy(self) -> int:
-        return self._busy
-
-    def begin(self) -> None:
-        self._busy += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        if self._busy <= 0:
-            raise RuntimeError("Activity.end() without a matching begin()")
-        self._busy -= 1
-        if self._busy == 0:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Return once nothing is in flight, after letting ready callbacks run."""
-        while True:
-            await self._idle.wait()
-            for _ in range(3):  # let callbacks scheduled by the last step start their work
-                await asyncio.sleep(0)
-            if self._busy == 0:
-                return
-
-
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Entry:
     when_s: float
     priority: int
@@ -92,11 +80,13 @@ class _Entry:
 class VirtualClock:
     """Discrete-event clock; see the module docstring."""
 
-    def __init__(self, activity: Activity, start_s: float = 0.0) -> None:
+    def __init__(self, activity: Activity, start_s: float = 0.0, stall_s: float = 60.0) -> None:
         self.activity = activity
+        self.stall_s = stall_s
         self._now_s = start_s
         self._heap: list[_Entry] = []
         self._seq = itertools.count()
+        self._checks: list[Check] = []
         self.steps = 0
 
     def now(self) -> float:
@@ -112,48 +102,101 @@ class VirtualClock:
         heapq.heappush(self._heap, entry)
         return entry
 
+    def add_check(self, check: Check) -> None:
+        """Before each step, ``check()`` must return None; else the run fails with ClockError."""
+        self._checks.append(check)
+
     async def sleep(self, delay_s: float) -> None:
-        """Wait in virtual time. The caller holds one unit of activity (an actor message or a
-        started task); it is given back while waiting, so the clock can move, and taken again
-        when the timer fires."""
+        """Wait in virtual time. The caller's lease (its message or task) is suspended while it
+        waits, so the clock can move, and renewed by the timer that wakes it."""
+        lease = CURRENT_LEASE.get()
+        if lease is None or not lease.held:
+            raise RuntimeError("VirtualClock.sleep needs counted work: call it while handling an "
+                               "actor message or from a task started with start_task")
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def wake() -> None:
-            self.activity.begin()
-            woken.set_result(None)
+            lease.renew()
+            if not woken.done():
+                woken.set_result(None)
 
         timer = self.call_later(delay_s, wake)
-        self.activity.end()
+        lease.suspend()
         try:
             await woken
         except asyncio.CancelledError:
-            if not woken.done():
-                timer.cancel()
-                self.activity.begin()
+            timer.cancel()
+            lease.renew()  # the task goes on (to its clean-up) as counted work
             raise
 
     def next_time(self) -> float | None:
         self._drop_cancelled()
         return self._heap[0].when_s if self._heap else None
 
-    async def run(self, until_s: float, on_step: Callable[[float], None] | None = None) -> None:
-        """Fire timers in order until ``until_s``; the clock then reads ``until_s``."""
-        while True:
-            await self.activity.wait_idle()
-            nxt = self.next_time()
-            if nxt is None or nxt > until_s:
-                break
-            entry = heapq.heappop(self._heap)
-            self._now_s = entry.when_s
-            self.steps += 1
-            entry.callback()
-            if on_step is not None:
-                on_step(self._now_s)
+    def step(self) -> None:
+        """Fire the next timer (the caller has made sure nothing is in flight)."""
+        self._drop_cancelled()
+        entry = heapq.heappop(self._heap)
+        self._now_s = entry.when_s
+        self.steps += 1
+        entry.callback()
+
+    async def run(self, until_s: float, progress: Progress | None = None) -> None:
+        """Fire timers in order until ``until_s``, waiting for idleness before each; the clock
+        then reads ``until_s`` (or stays where it is, if that is later)."""
+        watchdog = _Watchdog(self)
+        try:
+            while True:
+                await self.activity.wait_idle()
+                nxt = self.next_time()
+                if nxt is None or nxt > until_s:
+                    break
+                self._run_checks()
+                self.step()
+                if progress is not None:
+                    progress(self._now_s, until_s)
+        finally:
+            watchdog.stop()
         self._now_s = max(self._now_s, until_s)
+
+    async def settle(self) -> None:
+        await self.run(self._now_s)
+
+    def _run_checks(self) -> None:
+        for check in self._checks:
+            problem = check()
+            if problem is not None:
+                raise ClockError(f"the clock would advance from t={self._now_s:g} s while "
+                                 f"{problem}")
 
     def _drop_cancelled(self) -> None:
         while self._heap and self._heap[0].cancelled:
             heapq.heappop(self._heap)
+
+
+class _Watchdog:
+    """Fails the run (Stalled) when work in flight has not moved for the clock's ``stall_s``
+    wall seconds: a deadlock or a lost wake-up, named by who holds the work."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self._clock = clock
+        self._seen = (-1, -1)
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(clock.stall_s, self._look)
+
+    def _look(self) -> None:
+        clock, activity = self._clock, self._clock.activity
+        now = (activity.changes, clock.steps)
+        if activity.busy and now == self._seen:
+            activity.stall(Stalled(
+                f"no progress for {clock.stall_s:g} s of wall time at t={clock.now():g} s; work "
+                f"in flight: {', '.join(activity.holders()) or 'none named'}"))
+            return
+        self._seen = now
+        self._handle = asyncio.get_running_loop().call_later(clock.stall_s, self._look)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 class _WallTimer:
@@ -167,10 +210,14 @@ class _WallTimer:
 class WallClock:
     """Real time, scaled by ``time_scale`` simulated seconds per real second."""
 
-    def __init__(self, time_scale: float = 1.0, epoch_s: float | None = None) -> None:
+    steps = 0  # timers fire on the event loop's own schedule; no steps of ours to count
+
+    def __init__(self, time_scale: float = 1.0, epoch_s: float | None = None,
+                 activity: Activity | None = None) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.time_scale = time_scale
+        self.activity = activity or Activity()
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._origin_loop_s = loop.time()
@@ -184,6 +231,16 @@ class WallClock:
 
     async def sleep(self, delay_s: float) -> None:
         await asyncio.sleep(max(delay_s, 0.0) / self.time_scale)
+
+    async def run(self, until_s: float, progress: Progress | None = None) -> None:
+        while (left_s := until_s - self.now()) > 0:
+            await asyncio.sleep(min(left_s / self.time_scale, 0.5))
+            if progress is not None:
+                progress(self.now(), until_s)
+        await self.settle()
+
+    async def settle(self) -> None:
+        await self.activity.wait_idle()
 
 
 def _epoch_now() -> float:

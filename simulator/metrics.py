@@ -3,8 +3,8 @@
 Metrics are rows (STYLE.md rule 11): a `Sample` is one `(t_s, node, metric, value)` reading, an
 `Event` is one thing that happened (a sync, a delivery, a failed send, an outage edge). Plots,
 the summary and the expectations read only these rows, so whatever a figure shows can be
-checked against the CSV. The names of the kinds, metrics and data keys that report.py and
-expect.py read are listed in expect.py's module docstring.
+checked against the CSV. The names of the kinds, metrics and data keys a run records are a
+matter for whoever records them (qkdsim's are listed in ``nodes/run/expect.py``).
 
 Exports are byte-identical for identical inputs: rows keep insertion order, event data is
 sorted by key, floats are written as `repr(round(x, 6))`, JSON keys are sorted.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One reading of a metric at a node (a pool, an LKM, a link) at simulated time `t_s`."""
+    """One reading of a metric at a node at simulated time `t_s`."""
 
     t_s: float
     node: str
@@ -53,20 +53,11 @@ class Event:
         return {"t_s": self.t_s, "kind": self.kind, "node": self.node, "data": dict(self.data)}
 
 
-def pool_node(lkm_id: str, owner_sae: str) -> str:
-    """Return the node name of the pool (or remote slice) of `owner_sae` held at `lkm_id`.
-
-    An LKM holds either the home pool of an SAE or a slice of it, never both, so
-    "LKM_A/SAE_BOB_001" names exactly one pool.
-    """
-    return f"{lkm_id}/{owner_sae}"
-
-
 class Recorder:
     """Collects samples and events of one run, in the order they were recorded.
 
     Samples are kept in flat arrays (time, value, series number: 20 bytes a reading, where a
-    `Sample` object and a tuple took about 180), since a 1,000-LKM run records millions."""
+    `Sample` object and a tuple took about 180), since a large run records millions."""
 
     def __init__(self) -> None:
         self._t = array("d")

@@ -1,33 +1,49 @@
 """A Simulation owns one run: its clock, seeded RNG, actors, recorder and background tasks.
 
-Nothing here knows about QKD. A builder (``nodes.build``) spawns actors into a Simulation and
-schedules their timers; :meth:`Simulation.run` then drives the clock to ``until_s`` and
+Nothing here knows about QKD. A builder spawns actors into a Simulation and schedules their
+timers; :meth:`Simulation.run` then has the clock drive the run to ``until_s``,
+:meth:`Simulation.settle` lets what is due now happen without moving time, and
 :meth:`Simulation.shutdown` stops every actor and task. No global state: a process may hold
 many simulations at once (the tests do).
+
+``debug`` (default: the ``QKDSIM_DEBUG`` environment variable is set and not "0") adds checks
+that cost time on every step: the virtual clock fails the run if it would advance while any
+mailbox still holds a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
-from typing import Any, Callable, Coroutine
+from typing import Any, Coroutine
 
-from simulator.actor import SYSTEM, A, ActorRef, ActorSystem
-from simulator.clock import Activity, Clock, VirtualClock, WallClock
+from simulator.activity import Activity
+from simulator.actor import A, ActorRef
+from simulator.clock import Clock, Progress, VirtualClock, WallClock
 from simulator.metrics import Recorder
+from simulator.system import SYSTEM, ActorSystem
 
-ProgressFn = Callable[[float, float], None]
+
+
+
+def debug_from_env() -> bool:
+    return os.environ.get("QKDSIM_DEBUG", "0") not in ("", "0")
 
 
 class Simulation:
-    def __init__(self, seed: int, clock: str = "virtual", time_scale: float = 1.0) -> None:
+    def __init__(self, seed: int, clock: str = "virtual", time_scale: float = 1.0,
+                 debug: bool | None = None, stall_s: float = 60.0) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.activity = Activity()
-        self.system = ActorSystem(self.activity)
-        self.clock: Clock = (VirtualClock(self.activity) if clock == "virtual"
-                             else WallClock(time_scale, epoch_s=0.0))
+        self.clock: Clock = (VirtualClock(self.activity, stall_s=stall_s) if clock == "virtual"
+                             else WallClock(time_scale, epoch_s=0.0, activity=self.activity))
+        self.system = ActorSystem(self.activity, self.clock)
         self.recorder = Recorder()
+        self.debug = debug_from_env() if debug is None else debug
+        if self.debug and isinstance(self.clock, VirtualClock):
+            self.clock.add_check(self.system.quiet_problem)
 
     def derived_rng(self, name: str) -> random.Random:
         """An RNG of its own for one actor, fixed by the run's seed and the actor's name."""
@@ -47,20 +63,16 @@ class Simulation:
         recorded with the actors' failures (the run then exits non-zero)."""
         return self.system.start_task(SYSTEM, coro)
 
-    async def run(self, until_s: float, progress: ProgressFn | None = None) -> None:
-        if isinstance(self.clock, VirtualClock):
-            step = None if progress is None else (lambda now: progress(now, until_s))
-            await self.clock.run(until_s, step)
-        else:
-            while (left_s := until_s - self.clock.now()) > 0:
-                await asyncio.sleep(min(left_s / self.clock.time_scale, 0.5))
-                if progress is not None:
-                    progress(self.clock.now(), until_s)
-        await self.activity.wait_idle()
+    async def run(self, until_s: float, progress: Progress | None = None) -> None:
+        await self.clock.run(until_s, progress)
+
+    async def settle(self) -> None:
+        """Let everything due now happen (timers at the current time included)."""
+        await self.clock.settle()
 
     @property
     def steps(self) -> int:
-        return self.clock.steps if isinstance(self.clock, VirtualClock) else 0
+        return self.clock.steps
 
     async def shutdown(self) -> None:
         await self.system.stop_all()

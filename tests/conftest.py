@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
 from typing import AsyncIterator
 
 import pytest
 
 from tests.support import Node
+
+# every simulation in the tests (and the CLI runs they start) runs the engine's debug checks
+os.environ.setdefault("QKDSIM_DEBUG", "1")
 
 SAES = ("SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001")
 

@@ -13,7 +13,7 @@ from nodes.keynode.config import NodeConfig, TlsFiles
 from nodes.server.pki import PkiFiles, client_ssl_context, write_pki
 from nodes.server.serve import ServedNode
 from nodes.keynode.supply import LocalKeySupply
-from simulator.actor import ActorSystem
+from simulator import ActorSystem
 from simulator.clock import WallClock
 
 API = "/api/v1/keys"

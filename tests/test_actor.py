@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from simulator.actor import Actor, ActorStopped, ActorSystem, Directive
+from simulator import Actor, ActorStopped, ActorSystem, Directive
 
 
 class Recorder(Actor):
@@ -152,3 +152,141 @@ async def test_a_batch_that_raises_fails_each_of_its_messages_and_is_one_failure
     assert [f.error for f in system.failures] == ["RuntimeError: the whole batch failed"]
     assert await ref.ask(9) == "got 9"  # resumed
     await system.stop_all()
+
+
+# -- failures never hang and never vanish ---------------------------------------------------------
+
+class Hooked(Actor):
+    """An actor whose hooks can be told to raise; "boom" fails a message, "cancel" throws a stray
+    CancelledError out of its handler (a bug that would end its loop)."""
+
+    def __init__(self, name: str, directive: Directive = Directive.RESUME, **raising: bool) -> None:
+        super().__init__(name)
+        self.directive = directive
+        self.raising = raising
+        self.starts = self.stops = 0
+
+    async def on_start(self) -> None:
+        self.starts += 1
+        if self.starts > 1 and self.raising.get("on_start"):
+            raise RuntimeError("on_start broke")
+
+    async def on_stop(self) -> None:
+        self.stops += 1
+        if self.raising.get("on_stop"):
+            raise RuntimeError("on_stop broke")
+
+    async def on_failure(self, message: object, error: BaseException) -> Directive:
+        if self.raising.get("on_failure"):
+            raise RuntimeError("on_failure broke")
+        return self.directive
+
+    async def receive(self, message: object) -> object:
+        if message == "boom":
+            raise ValueError("boom")
+        if message == "cancel":
+            raise asyncio.CancelledError()
+        return message
+
+
+async def settled(system: ActorSystem) -> None:
+    """Wait until no work is in flight; a hang fails the test instead of blocking it."""
+    await asyncio.wait_for(system.activity.wait_idle(), timeout=5)
+
+
+async def test_an_actor_loop_that_dies_stops_the_actor_records_it_and_leaves_nothing_counted(
+) -> None:
+    system = ActorSystem()
+    ref = await system.spawn(Hooked("loop"))
+    ref.tell("cancel")
+    ref.tell("queued behind it")
+    await settled(system)
+    assert [(f.actor, f.message, f.directive) for f in system.failures] == [
+        ("loop", "actor loop", "stop")]
+    assert "loop" not in system.names() and system.activity.busy == 0
+    with pytest.raises(ActorStopped):
+        await ref.ask("after")
+    await system.stop_all()
+
+
+async def test_a_supervisor_hook_that_raises_is_recorded_and_stops_the_actor() -> None:
+    system = ActorSystem()
+    actor = Hooked("sup", on_failure=True)
+    ref = await system.spawn(actor)
+    ref.tell("boom")
+    await settled(system)
+    assert [(f.message, f.error) for f in system.failures] == [
+        ("str", "ValueError: boom"), ("on_failure", "RuntimeError: on_failure broke")]
+    assert actor.stops == 1 and "sup" not in system.names()
+    with pytest.raises(ActorStopped):
+        await ref.ask(1)
+
+
+async def test_a_restart_whose_on_start_raises_is_recorded_and_stops_the_actor() -> None:
+    system = ActorSystem()
+    actor = Hooked("rs", Directive.RESTART, on_start=True)
+    ref = await system.spawn(actor)
+    ref.tell("boom")
+    await settled(system)
+    assert [(f.message, f.directive) for f in system.failures] == [
+        ("str", "restart"), ("restart", "stop")]
+    assert "rs" not in system.names()
+    with pytest.raises(ActorStopped):
+        await ref.ask(1)
+
+
+async def test_stop_all_stops_every_actor_although_one_on_stop_raises() -> None:
+    system = ActorSystem()
+    actors = [Hooked("a"), Hooked("b", on_stop=True), Hooked("c")]
+    refs = [await system.spawn(actor) for actor in actors]
+    await system.stop_all()
+    assert [actor.stops for actor in actors] == [1, 1, 1] and system.names() == []
+    assert [(f.actor, f.message, f.error) for f in system.failures] == [
+        ("b", "on_stop", "RuntimeError: on_stop broke")]
+    for ref in refs:
+        with pytest.raises(ActorStopped):
+            await ref.ask(1)
+
+
+async def test_a_message_told_to_a_stopped_actor_is_a_recorded_dead_letter() -> None:
+    system = ActorSystem()
+    ref = await system.spawn(Hooked("gone"))
+    await system.stop("gone")
+    ref.tell("lost")
+    assert system.dead_letters == 1 and system.activity.busy == 0
+    assert [(f.actor, f.message, f.error) for f in system.failures] == [
+        ("gone", "str", "dead letter: told to a stopped actor")]
+    await system.stop_all()
+    ref.tell("after the run")  # once everything is stopping, a dead letter is no failure
+    assert system.dead_letters == 2 and len(system.failures) == 1
+
+
+class Deferring(Actor):
+    """Answers "later" asks only when told "now"."""
+
+    def __init__(self) -> None:
+        super().__init__("deferring")
+        self.waiting = []
+
+    async def receive(self, message: object) -> object:
+        if message == "later":
+            self.waiting.append(self.defer_reply())
+            return None
+        for promise in self.waiting:
+            promise.resolve("answered")
+        self.waiting = []
+        return "done"
+
+
+async def test_a_deferred_reply_arrives_when_given_and_is_refused_if_the_actor_stops() -> None:
+    system = ActorSystem()
+    ref = await system.spawn(Deferring())
+    first = ref.ask("later")
+    assert await ref.ask("now") == "done" and await first == "answered"
+    pending = ref.ask("later")
+    await settled(system)
+    assert not pending.done()
+    await system.stop("deferring")
+    with pytest.raises(ActorStopped):
+        await pending
+    assert system.failures == []

@@ -24,14 +24,13 @@ async def test_time_waits_for_work_in_flight_before_jumping() -> None:
     clock = VirtualClock(activity)
     log: list[tuple[str, float]] = []
 
-    async def slow_io() -> None:
+    async def slow_io(lease) -> None:
         await asyncio.sleep(0.05)  # real I/O stands in here
         log.append(("io done", clock.now()))
-        activity.end()
+        lease.release()
 
     def start_io() -> None:
-        activity.begin()
-        asyncio.ensure_future(slow_io())
+        asyncio.ensure_future(slow_io(activity.lease("io")))
 
     clock.call_at(1, start_io)
     clock.call_at(2, lambda: log.append(("next", clock.now())))
@@ -61,3 +60,86 @@ async def test_a_scaled_wall_clock_runs_faster_than_real_time() -> None:
 def test_a_negative_delay_is_refused() -> None:
     with pytest.raises(ValueError):
         VirtualClock(Activity()).call_later(-1, lambda: None)
+
+
+# -- one owner of time: leases, asks in clock time, hangs named ----------------------------------
+
+from simulator import Actor, AskTimeout, ClockError, Simulation, Stalled  # noqa: E402
+
+
+class Sleeper(Actor):
+    """Answers an ask after sleeping an hour of the clock's time."""
+
+    def __init__(self, clock) -> None:
+        super().__init__("sleeper")
+        self.clock = clock
+
+    async def receive(self, message: object) -> object:
+        await self.clock.sleep(3600)
+        return "slept"
+
+
+class Asker(Actor):
+    def __init__(self, other, clock, log) -> None:
+        super().__init__("asker")
+        self.other, self.clock, self.log = other, clock, log
+
+    async def receive(self, message: object) -> None:
+        try:
+            self.log.append((await self.other.ask("wake", timeout_s=message), self.clock.now()))
+        except AskTimeout:
+            self.log.append(("timeout", self.clock.now()))
+
+
+async def test_an_ask_timeout_is_in_the_clocks_time_not_wall_time() -> None:
+    sim = Simulation(seed=0)
+    log: list = []
+    sleeper = await sim.spawn(Sleeper(sim.clock))
+    asker = await sim.spawn(Asker(sleeper, sim.clock, log))
+    asker.tell(10.0)
+    await asyncio.wait_for(sim.run(7200), timeout=10)
+    asker.tell(7200.0)
+    await asyncio.wait_for(sim.run(20000), timeout=10)
+    assert log == [("timeout", 10.0), ("slept", 7200 + 3600.0)]
+    assert sim.activity.busy == 0
+    await sim.shutdown()
+
+
+async def test_sleeping_outside_counted_work_is_refused() -> None:
+    clock = VirtualClock(Activity())
+    with pytest.raises(RuntimeError, match="counted work"):
+        await clock.sleep(1)
+
+
+class Deadlock(Actor):
+    """Asks its partner, which asks it back: neither ever answers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.partner = None
+
+    async def receive(self, message: object) -> object:
+        return await self.partner.ask(message)
+
+
+async def test_a_deadlock_fails_the_run_naming_the_work_in_flight_instead_of_hanging() -> None:
+    sim = Simulation(seed=0, stall_s=0.2)
+    a, b = Deadlock("a"), Deadlock("b")
+    a.partner, b.partner = await sim.spawn(b), await sim.spawn(a)
+    sim.clock.call_later(5, lambda: a.ref.tell("hello"))
+    with pytest.raises(Stalled, match=r"t=5 s.*a <- str.*b <- str"):
+        await asyncio.wait_for(sim.run(10), timeout=10)
+    await sim.shutdown()
+    assert sim.activity.busy == 0
+
+
+async def test_the_debug_check_fails_a_run_whose_clock_would_pass_a_mailbox_holding_work() -> None:
+    sim = Simulation(seed=0, debug=True)
+    ref = await sim.spawn(Sleeper(sim.clock))
+    sim.clock.call_later(1, lambda: None)
+    ref.tell("a message")
+    [envelope] = ref._cell.queue
+    envelope.release()  # a bug in the bookkeeping: the message no longer counts as work
+    with pytest.raises(ClockError, match="sleeper still holds 1 message"):
+        await sim.run(2)
+    await sim.shutdown()

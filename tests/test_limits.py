@@ -21,7 +21,7 @@ from nodes.keynode.config import NodeConfig, TlsFiles
 from nodes.server.pki import client_ssl_context, write_pki
 from nodes.server.serve import ServedNode, ServerTimeouts
 from nodes.keynode.supply import LocalKeySupply
-from simulator.actor import ActorSystem
+from simulator import ActorSystem
 from simulator.clock import WallClock
 from tests.support import API, Node, decoded
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.metrics import Event, Recorder, format_float, merge_counts, pool_node
+from nodes.keynode.views import pool_node
+from simulator.metrics import Event, Recorder, format_float, merge_counts
 
 
 def fed_recorder() -> Recorder:

@@ -147,10 +147,10 @@ async def test_an_empty_slice_with_no_route_is_503_and_loses_nothing(tmp_path: P
         for _ in range(10):
             status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 1})
             assert status == 200
-        await net.sim.run(net.sim.clock.now())  # the emergency sync runs in its own clock step
+        await net.sim.settle()  # the emergency sync runs in its own clock step
         status, body = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 1})
         assert status == 503 and body["message"]
-        await net.sim.run(net.sim.clock.now())
+        await net.sim.settle()
         assert (await pools(net, "LKM_B"))[B] == home_before  # shipped keys came back
         syncs = net.sim.recorder.events_of("sync")
         assert [e.get("outcome") for e in syncs if e.get("pool") == f"LKM_A/{B}"][-1] == \

@@ -35,9 +35,9 @@ from nodes.keynode.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKe
                             SyncResult, UnshipSlice)
 from nodes.keynode.supply import KeySupply
 from nodes.keynode.views import pools_view, status_view, sync_view
-from simulator.actor import Actor
-from simulator.clock import Clock, Timer
-from simulator.metrics import pool_node
+from simulator import Actor
+from simulator import Clock, Timer
+from nodes.keynode.views import pool_node
 
 RESERVED_IDS = frozenset({"register", "pools", "km", "mark_consumed", "sync"})
 SUPPORTED_EXTENSIONS = frozenset({"target_user_id"})

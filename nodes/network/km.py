@@ -28,8 +28,8 @@ from nodes.keynode.keystore import Key
 from nodes.keynode.messages import ShipSlice, UnshipSlice
 from nodes.network.link import GetLatency, Refund, Spend
 from nodes.network.routing import Edge, hops, shortest_path
-from simulator.actor import Actor, ActorRef, ActorStopped
-from simulator.clock import Clock
+from simulator import Actor, ActorRef, ActorStopped
+from simulator import Clock
 
 BUDGET_WINDOW_S = 3600.0
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from simulator.actor import Actor
-from simulator.clock import Clock
+from simulator import Actor
+from simulator import Clock
 
 KEY_BITS_MIN = 8192
 

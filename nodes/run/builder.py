@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Sequence
 
 import aiohttp
 
@@ -30,11 +31,10 @@ from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailAudit, 
                        Transport)
 from nodes.server.serve import ServedNode
 from nodes.traffic.trace import Replayer, TraceWriter, load_trace, recorder_hook
-from simulator.actor import ActorRef
-from simulator.clock import VirtualClock
+from simulator import ActorRef
 from nodes.run.outages import schedule_outages
-from simulator.metrics import pool_node
-from simulator.runtime import Simulation
+from nodes.keynode.views import pool_node
+from simulator import Simulation
 from nodes.run.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenario,
                                 ScenarioError)
 
@@ -106,16 +106,16 @@ class Network:
         for sae in self.scenario.saes:
             await self._register(sae.id, sae.email, sae.lkm)
         await self._open_slices()
+        flows: dict[str, list[Flow]] = {}
+        for flow in self.scenario.traffic:
+            if isinstance(flow, MailTraffic):
+                flows.setdefault(flow.from_sae, []).append(
+                    Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))
         for sae in self.scenario.saes:
-            await self._spawn_sae(sae.id, sae.lkm)
-        for ref in self.saes.values():
-            self.sim.system.actor(ref.name).peers = self.saes  # type: ignore[attr-defined]
+            await self._spawn_sae(sae.id, sae.lkm, flows.get(sae.id, ()))
         for flow in self.scenario.traffic:
             if isinstance(flow, ReplayTraffic):
                 await self._start_replay(Path(flow.replay))
-                continue
-            sender = self.sim.system.actor(flow.from_sae)
-            sender.start_flow(Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))  # type: ignore[attr-defined]
         schedule_outages(self.sim, self.scenario.outages, self._apply_outage)
         self._schedule_sample(0.0)
 
@@ -134,7 +134,7 @@ class Network:
             min_key_size_bits=min(64, settings.key_size_bits),
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
-            inline_store=isinstance(self.sim.clock, VirtualClock))
+            inline_store=self.scenario.clock == "virtual" and not self.serving)
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:
@@ -181,7 +181,7 @@ class Network:
                                         self.directory.sae_email.get(sae)))
                 self._threshold_sample(lkm_id, sae, size)
             pending += await ref.ask(Sync("manual", tuple(sorted(receivers))))
-        await self.sim.run(self.sim.clock.now())  # the sync workers start on the clock
+        await self.sim.settle()  # the sync workers start on the clock
         await asyncio.gather(*pending)
 
     def _slice_pairs(self) -> list[tuple[str, str]]:
@@ -211,7 +211,7 @@ class Network:
         await node.ref.ask(Register(sae_id, email, None, pool_size))
         self._threshold_sample(lkm_id, sae_id, pool_size)
 
-    async def _spawn_sae(self, sae_id: str, lkm_id: str) -> None:
+    async def _spawn_sae(self, sae_id: str, lkm_id: str, flows: Sequence[Flow]) -> None:
         assert self.session is not None
         settings = self.scenario.lkm_settings(lkm_id)
         transport: Transport
@@ -221,7 +221,8 @@ class Network:
             transport = HttpTransport(self.session, self.nodes[lkm_id].url)
         actor = SimulatedSAE(sae_id, transport, self.sim.clock,
                              self.sim.derived_rng(f"sae:{sae_id}"), self.sim.record, self.audit,
-                             settings.key_size_bits, settings.max_keys_per_request)
+                             settings.key_size_bits, settings.max_keys_per_request,
+                             MappingProxyType(self.saes), flows)
         self.saes[sae_id] = await self.sim.spawn(actor)
 
     def _apply_outage(self, outage: Outage, starting: bool) -> None:

@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from simulator.durations import format_duration
-from simulator.metrics import Recorder
+from simulator import format_duration
+from simulator import Recorder
 from nodes.run.scenario import Expectation
 
 POOL_KEYS = "pool_keys"

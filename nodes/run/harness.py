@@ -20,7 +20,7 @@ from nodes.run.builder import Network
 from nodes.traffic.trace import TraceWriter
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.report import format_summary_table, write_report
-from simulator.runtime import ProgressFn, Simulation
+from simulator import Progress, Simulation
 from nodes.run.scenario import Scenario
 
 
@@ -43,7 +43,7 @@ class RunOutcome:
         return 0 if passed else 1
 
 
-async def run(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None) -> RunOutcome:
+async def run(scenario: Scenario, out_dir: Path, progress: Progress | None = None) -> RunOutcome:
     """Run a scenario on its own clock to its end, and report."""
     return await _execute(scenario, out_dir, scenario.clock,
                           lambda sim: sim.run(scenario.duration_s, progress))

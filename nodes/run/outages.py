@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from simulator.runtime import Simulation
+from simulator import Simulation
 from nodes.run.scenario import Outage
 
 Apply = Callable[[Outage, bool], None]

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from simulator.metrics import Recorder, merge_counts  # noqa: E402
+from simulator import Recorder, merge_counts  # noqa: E402
 
 OutageWindow = tuple[float, float, str]
 

@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema
 
-from simulator.durations import format_duration, parse_duration
+from simulator import format_duration, parse_duration
 
 Loc = tuple[str | int, ...]
 

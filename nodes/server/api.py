@@ -31,8 +31,8 @@ from nodes.keynode.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmSt
                             ListPools, Refill, Register, Sync)
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
-from simulator.actor import ActorRef
-from simulator.clock import Clock
+from simulator import ActorRef
+from simulator import Clock
 
 log = logging.getLogger("qkdsim.api")
 

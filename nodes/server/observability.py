@@ -30,8 +30,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from nodes.keynode.errors import QKDError
 from nodes.keynode.messages import GetKmStatus, ListPools
 from nodes.server.pki import common_name_from_der
-from simulator.actor import ActorRef
-from simulator.clock import Clock
+from simulator import ActorRef
+from simulator import Clock
 
 ACCESS_LOG = logging.getLogger("qkdsim.access")
 METRICS = web.AppKey("metrics", object)

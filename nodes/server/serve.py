@@ -27,8 +27,8 @@ from nodes.keynode.lkm import LocalKeyManager, Observer, _ignore
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
 from nodes.keynode.supply import KeySupply, LocalKeySupply
-from simulator.actor import ActorRef, ActorSystem
-from simulator.clock import Clock, WallClock
+from simulator import ActorRef, ActorSystem
+from simulator import Clock, WallClock
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ import hashlib
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import aiohttp
 
@@ -28,8 +28,8 @@ from nodes.server.api import keys_body
 from nodes.keynode.errors import QKDError
 from nodes.keynode.messages import GetKeys, GetKeysWithIds
 from nodes.traffic.trace import SIMULATED_HEADER
-from simulator.actor import Actor, ActorRef, ActorStopped
-from simulator.clock import Clock
+from simulator import Actor, ActorRef, ActorStopped
+from simulator import Clock
 
 API = "/api/v1/keys"
 
@@ -49,10 +49,16 @@ class SendMail:
 
 @dataclass(frozen=True, slots=True)
 class MailArrived:
+    """A mail's keys for its receiver to read. A retry carries the digests of the keys already
+    read (``read``) and reads only the rest; ``discard``: the sender could not take every key
+    the mail needed, so the receiver reads the ones it took only to spend them."""
+
     from_sae: str
     key_ids: tuple[str, ...]
     digest: str
     attempt: int = 0
+    read: tuple[str, ...] = ()
+    discard: bool = False
 
 
 READ_RETRY_S = 600.0  # a receiver whose LKM is unreachable tries again ten minutes later
@@ -67,6 +73,7 @@ class MailAudit:
     mails_sent: int = 0
     mails_received: int = 0
     mismatched_keys: int = 0
+    released_keys: int = 0  # taken by a send that failed halfway, then read by the receiver
 
     @property
     def reused_key_ids(self) -> int:
@@ -74,7 +81,8 @@ class MailAudit:
 
     def as_dict(self) -> dict[str, int]:
         return {"reused_key_ids": self.reused_key_ids, "mismatched_keys": self.mismatched_keys,
-                "mails_sent": self.mails_sent, "mails_received": self.mails_received}
+                "mails_sent": self.mails_sent, "mails_received": self.mails_received,
+                "released_keys": self.released_keys}
 
 
 Record = Callable[..., None]
@@ -142,9 +150,13 @@ class DirectTransport:
 
 
 class SimulatedSAE(Actor):
+    """A user: sends its ``flows`` of mail (from its start on) to ``peers`` and reads what they
+    send it. ``peers`` maps SAE IDs to their actors (filled by the builder as they spawn)."""
+
     def __init__(self, sae_id: str, transport: Transport, clock: Clock,
                  rng: random.Random, record: Record, audit: MailAudit, key_size_bits: int,
-                 max_keys_per_request: int) -> None:
+                 max_keys_per_request: int, peers: Mapping[str, ActorRef[Any]],
+                 flows: Sequence[Flow] = ()) -> None:
         super().__init__(sae_id)
         self.transport = transport
         self.clock = clock
@@ -153,9 +165,17 @@ class SimulatedSAE(Actor):
         self.audit = audit
         self.key_size_bits = key_size_bits
         self.max_keys_per_request = max_keys_per_request
-        self.peers: dict[str, ActorRef[Any]] = {}
+        self.peers = peers
+        self.flows = tuple(flows)
+        self._flowing = False
 
-    def start_flow(self, flow: Flow) -> None:
+    async def on_start(self) -> None:
+        if not self._flowing:  # a restart keeps the flows' timers running
+            self._flowing = True
+            for flow in self.flows:
+                self._start_flow(flow)
+
+    def _start_flow(self, flow: Flow) -> None:
         """Schedule this flow's next mail, and the one after it, for ever."""
         rate_per_s = flow.mails_per_hour / 3600.0
 
@@ -174,45 +194,64 @@ class SimulatedSAE(Actor):
             raise TypeError(f"unexpected message {type(message).__name__}")
 
     async def _send(self, mail: SendMail) -> None:
+        """Take the mail's keys (in requests of at most max_keys_per_request) and tell the
+        receiver. A refusal after some were taken hands those to the receiver to spend."""
         needed = max(1, math.ceil(mail.mail_bytes * 8 / self.key_size_bits))
         ids: list[str] = []
-        digest = hashlib.sha256()
+        digests: list[str] = []
         while len(ids) < needed:
             number = min(needed - len(ids), self.max_keys_per_request)
             status, body = await self.transport.enc_keys(self.name, mail.to_sae, number,
                                                          self.key_size_bits)
             if status != 200:
                 self.record("failure", self.name, to=mail.to_sae, reason=_reason(status, body))
+                if ids:
+                    self.audit.delivered_ids.update(ids)
+                    self.peers[mail.to_sae].tell(
+                        MailArrived(self.name, tuple(ids), mail_digest(digests), discard=True))
                 return
             for key in body["keys"]:
                 ids.append(key["key_ID"])
-                digest.update(key["key"].encode("ascii"))
+                digests.append(key_digest(key["key"]))
         self.audit.delivered_ids.update(ids)
         self.audit.mails_sent += 1
-        self.peers[mail.to_sae].tell(MailArrived(self.name, tuple(ids), digest.hexdigest()))
+        self.peers[mail.to_sae].tell(MailArrived(self.name, tuple(ids), mail_digest(digests)))
 
     async def _read(self, mail: MailArrived) -> None:
-        digest = hashlib.sha256()
-        for start in range(0, len(mail.key_ids), self.max_keys_per_request):
-            chunk = mail.key_ids[start:start + self.max_keys_per_request]
+        """Read the keys not read yet, a request at a time; an unreachable LKM (or one out of
+        key material) is tried again later, from where this attempt stopped."""
+        read = list(mail.read)
+        while len(read) < len(mail.key_ids):
+            chunk = mail.key_ids[len(read):len(read) + self.max_keys_per_request]
             status, body = await self.transport.dec_keys(self.name, mail.from_sae, chunk)
             if status in (0, 503) and mail.attempt + 1 < READ_ATTEMPTS:
-                retry = MailArrived(mail.from_sae, mail.key_ids, mail.digest, mail.attempt + 1)
+                retry = replace(mail, attempt=mail.attempt + 1, read=tuple(read))
                 self.clock.call_later(READ_RETRY_S, lambda: self.ref.tell(retry))
                 return
             if status != 200:
-                self.audit.mismatched_keys += len(mail.key_ids)
+                if not mail.discard:
+                    self.audit.mismatched_keys += len(mail.key_ids)
                 self.record("receive_failure", self.name, sender=mail.from_sae,
                             reason=_reason(status, body))
                 return
             by_id = {key["key_ID"]: key["key"] for key in body["keys"]}
-            for key_id in chunk:
-                digest.update(by_id.get(key_id, "").encode("ascii"))
-        if digest.hexdigest() != mail.digest:
+            read += [key_digest(by_id.get(key_id, "")) for key_id in chunk]
+        if mail_digest(read) != mail.digest:
             self.audit.mismatched_keys += len(mail.key_ids)
             self.record("receive_failure", self.name, sender=mail.from_sae, reason="mismatch")
-            return
-        self.audit.mails_received += 1
+        elif mail.discard:
+            self.audit.released_keys += len(mail.key_ids)
+        else:
+            self.audit.mails_received += 1
+
+
+def key_digest(key_b64: str) -> str:
+    """What a mail carries of a key: a hash of it (never the key)."""
+    return hashlib.sha256(key_b64.encode("ascii")).hexdigest()
+
+
+def mail_digest(key_digests: Sequence[str]) -> str:
+    return hashlib.sha256("".join(key_digests).encode("ascii")).hexdigest()
 
 
 def _reason(status: int, body: Any) -> str:

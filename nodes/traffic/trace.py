@@ -20,8 +20,8 @@ import aiohttp
 from aiohttp import web
 
 from nodes.server.observability import caller_for_log
-from simulator.actor import Actor
-from simulator.clock import Clock
+from simulator import Actor
+from simulator import Clock
 
 SIMULATED_HEADER = "X-QKDSIM-Simulated"  # set by simulated SAEs: not recorded
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
