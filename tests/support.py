@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from nodes.keynode.config import NodeConfig, TlsFiles
+from nodes.keynode.store import KeyStore, audit, pools
 from nodes.server.pki import PkiFiles, client_ssl_context, write_pki
 from nodes.server.serve import ServedNode
 from nodes.keynode.supply import LocalKeySupply
@@ -86,6 +87,22 @@ class Node:
         if self.served is not None:
             await self.served.stop()
         await self.system.stop_all()
+
+
+async def stored_rows(store: KeyStore | None, sql: str, *parameters: Any) -> list[Any]:
+    """Rows of a white-box query on a store (tests only)."""
+    assert store is not None
+    return await store.read(lambda db: db.execute(sql, parameters).fetchall())
+
+
+async def store_audit(store: KeyStore | None) -> dict[str, int]:
+    assert store is not None
+    return await store.read(audit.audit)
+
+
+async def pool_status(store: KeyStore | None, sae: str) -> Any:
+    assert store is not None
+    return await store.read(pools.status(sae))
 
 
 def decoded(keys: list[dict[str, str]]) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from nodes.keynode.keystore import KeyStore
+from nodes.keynode.store import KeyStore, audit as store_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1/keys"
@@ -215,10 +215,10 @@ async def audit(db: Path, ledger: Ledger) -> tuple[int, int]:
     assert ledger.lost_in_flight <= ledger.doubtful
     store = await KeyStore.open(db)
     try:
-        counts = await store.audit()
+        counts = await store.read(store_audit.audit)
         assert counts["counter_mismatches"] == 0 and counts["duplicate_material"] == 0, counts
-        rows = await store._db.execute_fetchall(
-            "SELECT key_id, status FROM quantum_keys WHERE status > 0")
+        rows = await store.read(lambda db: db.execute(
+            "SELECT key_id, status FROM quantum_keys WHERE status > 0").fetchall())
     finally:
         await store.close()
     states = dict(rows)

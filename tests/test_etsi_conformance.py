@@ -29,7 +29,7 @@ import yarl
 
 from nodes.server.pki import client_ssl_context, write_pki
 from tests.conftest import SAES
-from tests.support import API, Node, decoded
+from tests.support import API, Node, decoded, stored_rows
 
 ALICE, BOB, CAROL, EVE = SAES
 NOT_FOUND = "one or more keys specified are not found on KME"
@@ -868,9 +868,8 @@ async def test_non_014_routes_never_return_key_material(kme: Node) -> None:
     # Case 43: the seed's and QuMail's routes expose counts and states, never key bytes.
     keys = await take(kme, ALICE, BOB, number=2)
     materials = list(decoded(keys).values())
-    assert kme.lkm.store is not None
-    rows = await kme.lkm.store._db.execute_fetchall(
-        "SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL")
+    rows = await stored_rows(kme.lkm.store,
+                             "SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL")
     materials += [bytes(row[0]) for row in rows]  # every key still stored, delivered or not
     assert len(materials) >= 3 * POOL
     replies = [

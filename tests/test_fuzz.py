@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import API, Node
+from tests.support import API, Node, store_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "nodes" / "server" / "openapi.yaml"
@@ -128,8 +128,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_document(
                         failures[sample.labels["reason"]] += int(sample.value)
         assert sum(failures.values()) > 0 and "internal_error" not in failures, failures
         print(f"  refusals by reason: {dict(failures)}")
-        assert node.lkm.store is not None
-        audit = await node.lkm.store.audit()
+        audit = await store_audit(node.lkm.store)
         assert audit["counter_mismatches"] == 0 and audit["duplicate_material"] == 0, audit
     finally:
         await node.close()

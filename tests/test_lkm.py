@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
-from nodes.keynode.keystore import Key
+from nodes.keynode.store import Key
 from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus, Refill
-from tests.support import API, Node, decoded
+from tests.support import API, Node, decoded, pool_status, store_audit
 
 ALICE, BOB, CAROL, EVE = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001"
 
@@ -37,7 +37,7 @@ async def ask_all(node: Node, *messages: object) -> list[Any]:
 
 
 async def available(node: Node, sae: str) -> int:
-    pool = await node.lkm.store.pool_status(sae)
+    pool = await pool_status(node.lkm.store, sae)
     return pool.available_keys
 
 
@@ -55,10 +55,10 @@ async def test_many_concurrent_enc_keys_over_http_get_distinct_keys_and_exact_po
     assert len(keys) == 256 and len(set(keys.values())) == 256
     assert sum(sizes) == 128 and max(sizes) > 1  # some arrived while the store was busy
     for sae in (ALICE, BOB):  # 32 x 2 whole keys, and 32 x 2 x 256 bits carved from 2 rows
-        pool = await node.lkm.store.pool_status(sae)
+        pool = await pool_status(node.lkm.store, sae)
         assert (pool.available_keys, pool.used_keys) == (400 - 64 - 2, 128)
         assert pool.available_bits == (400 - 64) * 8192 - 64 * 256
-    audit = await node.lkm.store.audit()
+    audit = await store_audit(node.lkm.store)
     assert audit["duplicate_material"] == 0 and audit["counter_mismatches"] == 0
 
 
@@ -107,7 +107,7 @@ async def test_a_batch_of_dec_keys_with_a_duplicate_read_answers_exactly_one(nod
     assert [type(r) for r in replies] == [list, KeysNotFound, Unauthorized, list, KeysNotFound]
     assert [k.key_id for k in replies[0] + replies[3]] == list(ids)
     assert decoded(body["keys"]) == {k.key_id: k.material for k in replies[0] + replies[3]}
-    audit = await node.lkm.store.audit()
+    audit = await store_audit(node.lkm.store)
     assert audit.get("status_1", 0) == 0 and audit["status_2"] == 3
 
 

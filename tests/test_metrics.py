@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.keynode.views import pool_node
+from nodes.keynode.naming import pool_node
 from simulator.metrics import Event, Recorder, format_float, merge_counts
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from nodes.keynode.errors import KMUnreachable
 from nodes.run.harness import run
-from nodes.network.km import KMNetwork
 from nodes.keynode.messages import ListPools
 from nodes.run.builder import Network
 from nodes.network.link import Level, SetUp

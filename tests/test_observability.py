@@ -11,7 +11,7 @@ from pathlib import Path
 import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import API, Node, decoded
+from tests.support import API, Node, decoded, stored_rows
 
 ALICE, BOB, CAROL, EVE = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001"
 ENC = "/api/v1/keys/{slave}/enc_keys"
@@ -178,9 +178,8 @@ async def test_no_key_material_in_any_log_line_or_metric_of_a_busy_session(
     keys = await session(node)
     text, _ = await scrape(node)
     status, pools = await node.call(ALICE, "GET", f"{API}/pools")
-    assert node.lkm.store is not None
-    rows = await node.lkm.store._db.execute_fetchall(
-        "SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL")
+    rows = await stored_rows(node.lkm.store,
+                             "SELECT key_data FROM quantum_keys WHERE key_data IS NOT NULL")
     materials = list(decoded(keys).values()) + [bytes(r[0]) for r in rows]
     assert len(materials) > 50
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)

@@ -211,7 +211,7 @@ def test_traffic_from_an_unknown_sae_uses_the_from_key() -> None:
 def test_an_outage_on_a_missing_target_is_reported() -> None:
     errors = errors_after(lambda d: d["outages"][0].update(target="KM7"))
     assert errors == [
-        "outages.0.target: unknown target 'KM7' (expected a KM, a link 'A-B' or an LKM)"
+        "outages.0.target: unknown target 'KM7' (expected a KM or a link 'A-B')"
     ]
 
 

@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 )
 
 from nodes.keynode.config import SyncPolicy
-from nodes.keynode.keystore import COUNTS_FROM_ROWS
+from nodes.keynode.store.audit import COUNTS_FROM_ROWS
 from tests.support import API, Node
 
 SAES = ("SAE_A", "SAE_B", "SAE_C", "x'); DROP TABLE users;--")

@@ -69,14 +69,17 @@ class GetKmStatus:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    """Top pools up from the key manager. ``users`` empty means: the pools the reason selects."""
+    """Top pools up from the key manager. ``users`` empty means: every pool not full. The
+    reply is the tickets of the orders queued; with ``wait``, the reply comes when they have all
+    ended: one ``{"sae_id", "outcome", "keys_received"}`` per pool."""
 
     reason: str
     users: tuple[str, ...] = field(default=())
+    wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class KeyState:
+class GetKeyState:
     """Where a key is in its lifecycle (QuMail's mark_consumed); never its material."""
 
     caller: str
@@ -116,13 +119,18 @@ class UnshipSlice:
 
 
 @dataclass(frozen=True, slots=True)
-class SyncResult:
-    """A sync's fetch finished (in a background task); store what came and log the outcome."""
+class LaunchSync:
+    """Start the sync worker on the orders queued (told by the LKM's own timer)."""
 
-    reason: str
-    sae_id: str
-    asked: int
+
+@dataclass(frozen=True, slots=True)
+class SyncDone:
+    """The sync worker carried out ``order`` (in a background task): store what came, log the
+    outcome. The reply is the worker's next order, or None."""
+
+    order: object  # a nodes.keynode.sync.SyncOrder
     start_s: float
     outcome: str
     materials: tuple[bytes, ...] = ()
     keys: tuple[object, ...] = ()
+    error: str | None = None

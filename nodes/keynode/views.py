@@ -5,16 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.keynode.config import NodeConfig
-from nodes.keynode.keystore import PoolStatus
-
-
-def pool_node(lkm_id: str, owner_sae: str) -> str:
-    """Return the node name of the pool (or remote slice) of `owner_sae` held at `lkm_id`.
-
-    An LKM holds either the home pool of an SAE or a slice of it, never both, so
-    "LKM_A/SAE_BOB_001" names exactly one pool.
-    """
-    return f"{lkm_id}/{owner_sae}"
+from nodes.keynode.store import PoolStatus
 
 
 def status_view(config: NodeConfig, pool: PoolStatus, master: str, target_kme: str,

@@ -1,18 +1,18 @@
 """The builder: wires a validated scenario into a running simulated network.
 
-Each KM is a :class:`~nodes.network.km.KeyManager` actor, each QKD link a :class:`~nodes.network.link.QKDLink`
-actor, and each LKM a real served node (its actor, its SQLite file, its aiohttp site on
-127.0.0.1) whose clock is the simulation's and whose key supply is the :class:`~nodes.network.km.KMNetwork`.
-Each SAE is a :class:`~nodes.traffic.sae.SimulatedSAE` that talks to its home LKM over HTTP (or, with
-``transport: direct``, in ETSI messages to its actor). For every traffic flow between SAEs on
-different LKMs the sender's LKM keeps a slice of the receiver's pool, filled before the run
-starts. What this build cannot run yet is refused up front with the scenario path
-that asks for it, never silently ignored.
+Each KM is a :class:`~nodes.network.km.KeyManager` actor, each QKD link a
+:class:`~nodes.network.link.QKDLink` actor, and each LKM a real served node (its actor, its SQLite
+file, its aiohttp site on 127.0.0.1) whose clock is the simulation's and whose key supply is the
+:class:`~nodes.network.relay.KMNetwork`. Each SAE is a :class:`~nodes.traffic.sae.SimulatedSAE`
+that talks to its home LKM over HTTP (or, with ``transport: direct``, in ETSI messages to its
+actor); it gets its flows and its peers when it is made, and nothing reaches into an actor
+afterwards. For every traffic flow between SAEs on different LKMs the sender's LKM keeps a slice
+of the receiver's pool, filled before the run starts. Outages are the table's
+(:mod:`nodes.run.outages`); the builder is the :class:`~nodes.run.outages.Fabric` they act on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from types import MappingProxyType
@@ -22,39 +22,30 @@ import aiohttp
 
 from nodes.keynode.config import NodeConfig, SyncPolicy
 from nodes.keynode.directory import Directory
-from nodes.network.km import KeyManager, KMNetwork, SetDown
 from nodes.keynode.messages import AddRemote, Audit, ListPools, Register, Sync
-from nodes.server.pki import safe_file_stem
-from nodes.network.link import Degrade, QKDLink, SetLatency, SetUp
+from nodes.keynode.naming import pool_node
+from nodes.network.km import KeyManager
+from nodes.network.link import QKDLink
+from nodes.network.relay import KMNetwork
 from nodes.network.routing import Edge, edge_key, km_graph
-from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
-                       Transport)
-from nodes.server.serve import ServedNode
-from nodes.traffic.trace import Replayer, TraceWriter, load_trace, recorder_hook
-from simulator import ActorRef
 from nodes.run.outages import schedule_outages
-from nodes.keynode.views import pool_node
-from simulator import Simulation
-from nodes.run.scenario import (Link, MailTraffic, Outage, ReplayTraffic, Scenario,
-                                ScenarioError)
+from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
+from nodes.server.pki import safe_file_stem
+from nodes.server.serve import ServedNode
+from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
+                               Transport)
+from nodes.traffic.trace import Replayer, TraceWriter, load_trace, recorder_hook
+from simulator import ActorRef, Simulation
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
-SUPPORTED_OUTAGES = {("KM", "down"), ("link", "down"), ("link", "degrade"), (None, "partition"),
-                     ("LKM", "crash"), ("KM", "latency"), ("link", "latency")}
 
 
 def unsupported(scenario: Scenario) -> list[str]:
-    """What this build of qkdsim cannot run yet, as "path: message" lines."""
-    errors = []
-    for i, flow in enumerate(scenario.traffic):
-        if isinstance(flow, ReplayTraffic) and not Path(flow.replay).is_file():
-            errors.append(f"traffic.{i}.replay: no such trace file '{flow.replay}'")
-    for i, outage in enumerate(scenario.outages):
-        kind = scenario.target_kind(outage.target) if outage.target else None
-        if (kind, outage.kind) not in SUPPORTED_OUTAGES:
-            errors.append(f"outages.{i}.kind: '{outage.kind}' on "
-                          f"{outage.target or 'a partition'} is not supported yet")
-    return errors
+    """What a valid scenario still needs from outside that is missing, as "path: message"
+    lines (what an outage may target is checked with the scenario itself)."""
+    return [f"traffic.{i}.replay: no such trace file '{flow.replay}'"
+            for i, flow in enumerate(scenario.traffic)
+            if isinstance(flow, ReplayTraffic) and not Path(flow.replay).is_file()]
 
 
 def directory_of(scenario: Scenario) -> Directory:
@@ -74,6 +65,15 @@ def slice_size(configured: int | None, pool_size: int) -> int:
     return configured or max(10, pool_size // 2)
 
 
+def flows_by_sender(scenario: Scenario) -> dict[str, list[Flow]]:
+    flows: dict[str, list[Flow]] = {}
+    for flow in scenario.traffic:
+        if isinstance(flow, MailTraffic):
+            flows.setdefault(flow.from_sae, []).append(
+                Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))
+    return flows
+
+
 class Network:
     def __init__(self, scenario: Scenario, sim: Simulation, state_dir: Path,
                  trace: TraceWriter | None = None, serving: bool = False) -> None:
@@ -90,7 +90,7 @@ class Network:
         self.kms: dict[str, ActorRef[Any]] = {}
         self.links: dict[Edge, ActorRef[Any]] = {}
         self.lkm_refs: dict[str, ActorRef[Any]] = {}
-        graph = km_graph([km.id for km in scenario.kms], [(l.a, l.b) for l in scenario.links])
+        graph = km_graph([km.id for km in scenario.kms], [(ln.a, ln.b) for ln in scenario.links])
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
                                     sim.record, sim.clock)
         self.nodes: dict[str, ServedNode] = {}
@@ -106,17 +106,13 @@ class Network:
         for sae in self.scenario.saes:
             await self._register(sae.id, sae.email, sae.lkm)
         await self._open_slices()
-        flows: dict[str, list[Flow]] = {}
-        for flow in self.scenario.traffic:
-            if isinstance(flow, MailTraffic):
-                flows.setdefault(flow.from_sae, []).append(
-                    Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))
+        flows = flows_by_sender(self.scenario)
         for sae in self.scenario.saes:
             await self._spawn_sae(sae.id, sae.lkm, flows.get(sae.id, ()))
         for flow in self.scenario.traffic:
             if isinstance(flow, ReplayTraffic):
                 await self._start_replay(Path(flow.replay))
-        schedule_outages(self.sim, self.scenario.outages, self._apply_outage)
+        schedule_outages(self.sim, self, self.scenario.outages, self.scenario.target_kind)
         self._schedule_sample(0.0)
 
     def node_config(self, lkm_id: str) -> NodeConfig:
@@ -152,24 +148,25 @@ class Network:
         replayer = Replayer(load_trace(path), urls, self.session, self.sim.clock,
                             self.sim.record)
         await self.sim.spawn(replayer)
-        replayer.schedule()
 
     def _served_node(self, lkm_id: str, config: NodeConfig) -> ServedNode:
         hooks = [] if self.trace is None else [recorder_hook(lkm_id, self.sim.clock, self.trace)]
         return ServedNode(config, self.sim.system, self.sim.clock, self.km_network,
                           observe=self.sim.record, directory=self.directory, app_hooks=hooks)
 
-    async def _start_lkm(self, lkm_id: str) -> None:
-        node = self._served_node(lkm_id, self.node_config(lkm_id))
+    async def _start_lkm(self, lkm_id: str, port: int | None = None) -> None:
+        config = self.node_config(lkm_id)
+        node = self._served_node(lkm_id, config if port is None else
+                                 config.with_values(port=port))
         await node.start()
         assert node.ref is not None
         self.nodes[lkm_id] = node
         self.lkm_refs[lkm_id] = node.ref
 
     async def _open_slices(self) -> None:
-        """Give each sender's LKM a slice of every remote receiver's pool, and fill it."""
+        """Give each sender's LKM a slice of every remote receiver's pool, and fill it: the
+        syncs are queued, and the workers carry them out as the clock settles."""
         wanted: dict[str, set[str]] = {}
-        pending: list[asyncio.Future[Any]] = []
         for here, receiver in self._slice_pairs():
             wanted.setdefault(here, set()).add(receiver)
         for lkm_id, receivers in sorted(wanted.items()):
@@ -180,9 +177,8 @@ class Network:
                 await ref.ask(AddRemote(sae, self.directory.sae_home[sae], size,
                                         self.directory.sae_email.get(sae)))
                 self._threshold_sample(lkm_id, sae, size)
-            pending += await ref.ask(Sync("manual", tuple(sorted(receivers))))
-        await self.sim.settle()  # the sync workers start on the clock
-        await asyncio.gather(*pending)
+            await ref.ask(Sync("manual", tuple(sorted(receivers))))
+        await self.sim.settle()
 
     def _slice_pairs(self) -> list[tuple[str, str]]:
         """(sender's LKM, remote receiver) for every mail flow; when serving external clients
@@ -194,8 +190,8 @@ class Network:
         pairs = []
         for flow in self.scenario.traffic:
             if isinstance(flow, MailTraffic):
-                here, home = self.directory.sae_home[flow.from_sae], self.directory.sae_home[flow.to_sae]
-                if here != home:
+                here = self.directory.sae_home[flow.from_sae]
+                if here != self.directory.sae_home[flow.to_sae]:
                     pairs.append((here, flow.to_sae))
         return pairs
 
@@ -205,10 +201,8 @@ class Network:
                         math.ceil(pool_size * threshold))
 
     async def _register(self, sae_id: str, email: str, lkm_id: str) -> None:
-        node = self.nodes[lkm_id]
         pool_size = self.scenario.sae_pool_size(sae_id)
-        assert node.ref is not None
-        await node.ref.ask(Register(sae_id, email, None, pool_size))
+        await self.lkm_refs[lkm_id].ask(Register(sae_id, email, None, pool_size))
         self._threshold_sample(lkm_id, sae_id, pool_size)
 
     async def _spawn_sae(self, sae_id: str, lkm_id: str, flows: Sequence[Flow]) -> None:
@@ -225,57 +219,30 @@ class Network:
                              MappingProxyType(self.saes), flows)
         self.saes[sae_id] = await self.sim.spawn(actor)
 
-    def _apply_outage(self, outage: Outage, starting: bool) -> None:
-        target = outage.target or ""
-        if outage.kind == "crash":
-            self.sim.start_task(self._crash(target) if starting else self._restart(target))
-        elif outage.kind == "partition":
-            for edge in self._partition_cuts(outage):
-                self.links[edge].tell(SetUp(not starting))
-        elif outage.kind == "latency":
-            delay_s = outage.delay_s if starting and outage.delay_s is not None else 0.0
-            for edge in self._edges_of(target):
-                self.links[edge].tell(SetLatency(delay_s))
-        elif outage.kind == "degrade":
-            fraction = outage.fraction if starting and outage.fraction is not None else 1.0
-            self.links[self._edge(target)].tell(Degrade(fraction))
-        elif self.scenario.target_kind(target) == "KM":  # down
-            self.kms[target].tell(SetDown(starting))
-        else:  # a link down
-            self.links[self._edge(target)].tell(SetUp(not starting))
+    # -- what outages act on (nodes.run.outages.Fabric) -------------------------------------
 
-    async def _crash(self, lkm_id: str) -> None:
+    def km(self, km_id: str) -> ActorRef[Any]:
+        return self.kms[km_id]
+
+    def link(self, edge: Edge) -> ActorRef[Any]:
+        return self.links[edge]
+
+    def edges(self) -> list[Edge]:
+        return sorted(self.links)
+
+    def crash(self, lkm_id: str) -> None:
         """The LKM process dies: its site and actor (with all in-memory state) are gone; its
         SQLite file stays, with every transaction it committed."""
         node = self.nodes[lkm_id]
         self.lkm_refs.pop(lkm_id, None)
         self._ports[lkm_id] = node.port or 0
-        await node.stop()
+        self.sim.start_task(node.stop())
 
-    async def _restart(self, lkm_id: str) -> None:
+    def restart(self, lkm_id: str) -> None:
         """A new process on the same database and port."""
-        node = self._served_node(lkm_id, self.node_config(lkm_id).with_values(
-            port=self._ports[lkm_id]))
-        await node.start()
-        assert node.ref is not None
-        self.nodes[lkm_id] = node
-        self.lkm_refs[lkm_id] = node.ref
+        self.sim.start_task(self._start_lkm(lkm_id, self._ports[lkm_id]))
 
-    def _edges_of(self, target: str) -> list[Edge]:
-        """A link's own edge, or every link of a KM."""
-        if self.scenario.target_kind(target) == "KM":
-            return [edge for edge in sorted(self.links) if target in edge]
-        return [self._edge(target)]
-
-    def _edge(self, target: str) -> Edge:
-        a, b = target.split("-", 1)
-        return edge_key(a, b)
-
-    def _partition_cuts(self, outage: Outage) -> list[Edge]:
-        group_of = {km: i for i, group in enumerate(outage.groups or ()) for km in group}
-        rest = len(outage.groups or ())
-        return [edge for edge in sorted(self.links)
-                if group_of.get(edge[0], rest) != group_of.get(edge[1], rest)]
+    # -- sampling and auditing ---------------------------------------------------------------
 
     def _schedule_sample(self, delay_s: float) -> None:
         def fire() -> None:

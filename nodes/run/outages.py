@@ -1,39 +1,142 @@
-"""The outage timeline: each outage is applied at its start and lifted at its end, on the clock.
+"""The outage table: every kind of outage this build runs, what it may target, and what it does.
 
-Generic: what an outage *does* is the ``apply`` callback's business (``nodes`` knows about KMs,
-links and LKMs); this module only times the edges and records them as ``outage`` events
-(data ``phase`` start|end and ``outage`` = the kind), which the plots shade and the
-``recovered_within`` expectation reads.
+:data:`OUTAGES` is both the effects and the supported set: scenario validation accepts exactly
+its (kind, target kind) pairs, and the builder applies exactly its effects, at each outage's
+start and (with a ``for``) its end. An effect acts on the network through :class:`Fabric`, by
+messages to the KM and link actors (or by crashing and restarting an LKM). Each edge is
+recorded as an ``outage`` event (data ``phase`` start|end and ``outage`` = the kind), which the
+plots shade and the ``recovered_within`` expectation reads.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from simulator import Simulation
-from nodes.run.scenario import Outage
+from nodes.network.km import SetDown
+from nodes.network.link import Degrade, SetLatency, SetUp
+from nodes.network.routing import Edge, edge_key
+from simulator import ActorRef, Simulation
 
-Apply = Callable[[Outage, bool], None]
+if TYPE_CHECKING:
+    from nodes.run.scenario import Outage
+
+
+class Fabric(Protocol):
+    """What an outage acts on (the builder's network)."""
+
+    def km(self, km_id: str) -> ActorRef[Any]: ...
+
+    def link(self, edge: Edge) -> ActorRef[Any]: ...
+
+    def edges(self) -> list[Edge]:
+        """Every link, in name order."""
+        ...
+
+    def crash(self, lkm_id: str) -> None: ...
+
+    def restart(self, lkm_id: str) -> None: ...
+
+
+Effect = Callable[[Fabric, "Outage", bool], None]  # (network, outage, starting)
+
+
+def _km_down(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    fabric.km(_target(outage)).tell(SetDown(starting))
+
+
+def _link_down(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    fabric.link(link_edge(_target(outage))).tell(SetUp(not starting))
+
+
+def _degrade(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    fraction = outage.fraction if starting and outage.fraction is not None else 1.0
+    fabric.link(link_edge(_target(outage))).tell(Degrade(fraction))
+
+
+def _link_latency(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    _delay(fabric, [link_edge(_target(outage))], outage, starting)
+
+
+def _km_latency(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    """A KM's delay is added to every link of that KM."""
+    km = _target(outage)
+    _delay(fabric, [edge for edge in fabric.edges() if km in edge], outage, starting)
+
+
+def _delay(fabric: Fabric, edges: list[Edge], outage: Outage, starting: bool) -> None:
+    delay_s = outage.delay_s if starting and outage.delay_s is not None else 0.0
+    for edge in edges:
+        fabric.link(edge).tell(SetLatency(delay_s))
+
+
+def _partition(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    for edge in partition_cuts(outage.groups or (), fabric.edges()):
+        fabric.link(edge).tell(SetUp(not starting))
+
+
+def _crash(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    """The LKM's process dies (its actor and memory are gone, its SQLite file stays); at the
+    end, a new one starts on the same file and port."""
+    (fabric.crash if starting else fabric.restart)(_target(outage))
+
+
+#: (outage kind, target kind) -> its effect; None: the outage names no target (partition)
+OUTAGES: dict[tuple[str, str | None], Effect] = {
+    ("down", "KM"): _km_down,
+    ("down", "link"): _link_down,
+    ("degrade", "link"): _degrade,
+    ("latency", "KM"): _km_latency,
+    ("latency", "link"): _link_latency,
+    ("partition", None): _partition,
+    ("crash", "LKM"): _crash,
+}
+
+
+def target_kinds_of(kind: str) -> tuple[str | None, ...]:
+    """What an outage of ``kind`` may target (in the table's order)."""
+    return tuple(target for (k, target) in OUTAGES if k == kind)
+
+
+def link_edge(target: str) -> Edge:
+    """The edge of a link target written "KM1-KM2" (either way round)."""
+    a, b = target.split("-", 1)
+    return edge_key(a, b)
+
+
+def partition_cuts(groups: Sequence[Sequence[str]], edges: Sequence[Edge]) -> list[Edge]:
+    """The links between different groups (KMs in no group form one more group)."""
+    group_of = {km: i for i, group in enumerate(groups) for km in group}
+    rest = len(groups)
+    return [edge for edge in edges if group_of.get(edge[0], rest) != group_of.get(edge[1], rest)]
 
 
 def outage_node(outage: Outage) -> str:
     return outage.target if outage.target is not None else "partition"
 
 
-def schedule_outages(sim: Simulation, outages: Sequence[Outage], apply: Apply) -> None:
-    """Schedule every outage's start (and end, when it has a ``for``)."""
+def schedule_outages(sim: Simulation, fabric: Fabric, outages: Sequence[Outage],
+                     target_kind: Callable[[str], str | None]) -> None:
+    """Schedule every outage's start (and end, when it has a ``for``) on the clock."""
     for outage in outages:
-        sim.clock.call_later(outage.at_s - sim.clock.now(), _edge(sim, outage, apply, True))
+        effect = OUTAGES[(outage.kind, target_kind(outage.target) if outage.target else None)]
+        sim.clock.call_later(outage.at_s - sim.clock.now(),
+                             _edge(sim, fabric, outage, effect, True))
         if outage.for_s is not None:
             end_s = outage.at_s + outage.for_s
-            sim.clock.call_later(end_s - sim.clock.now(), _edge(sim, outage, apply, False))
+            sim.clock.call_later(end_s - sim.clock.now(),
+                                 _edge(sim, fabric, outage, effect, False))
 
 
-def _edge(sim: Simulation, outage: Outage, apply: Apply, starting: bool) -> Callable[[], None]:
+def _edge(sim: Simulation, fabric: Fabric, outage: Outage, effect: Effect,
+          starting: bool) -> Callable[[], None]:
     def fire() -> None:
         sim.record("outage", outage_node(outage), phase="start" if starting else "end",
                    outage=outage.kind)
-        apply(outage, starting)
+        effect(fabric, outage, starting)
 
     return fire
 
+
+def _target(outage: Outage) -> str:
+    assert outage.target is not None, "the table gives this kind a target"
+    return outage.target

@@ -25,9 +25,10 @@ from aiohttp import web
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
                           Unauthorized)
-from nodes.keynode.keystore import Key
-from nodes.keynode.lkm import RESERVED_IDS, sync_and_wait
-from nodes.keynode.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, KeyState,
+from nodes.keynode.store import Key
+from nodes.keynode.views import sync_view
+from nodes.keynode.naming import RESERVED_IDS
+from nodes.keynode.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, GetKeyState,
                             ListPools, Refill, Register, Sync)
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
@@ -240,10 +241,9 @@ async def km_status(request: web.Request) -> web.Response:
 
 async def km_sync(request: web.Request) -> web.Response:
     data = await json_object(request, allow_empty=True)
-    lkm = request.app[LKM]
-    reply = await sync_and_wait(lkm, Sync("manual", str_list(data, "users")),
-                                request.app[CLOCK].now())
-    return web.json_response(_with_iso(reply, "timestamp"))
+    timestamp_s = request.app[CLOCK].now()
+    results = await ask(request, Sync("manual", str_list(data, "users"), wait=True))
+    return web.json_response(_with_iso(sync_view("manual", timestamp_s, results), "timestamp"))
 
 
 async def mark_consumed(request: web.Request) -> web.Response:
@@ -251,7 +251,7 @@ async def mark_consumed(request: web.Request) -> web.Response:
     key_id = data.get("key_id", data.get("key_ID"))
     if not isinstance(key_id, str) or not key_id:
         raise BadRequest("key_id is required")
-    return web.json_response(await ask(request, KeyState(caller_of(request), key_id)))
+    return web.json_response(await ask(request, GetKeyState(caller_of(request), key_id)))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from aiohttp import web
 from nodes.server.api import create_app
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.directory import Directory
-from nodes.keynode.lkm import LocalKeyManager, Observer, _ignore
+from nodes.keynode.lkm import LocalKeyManager, Observer, ignore
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
 from nodes.keynode.supply import KeySupply, LocalKeySupply
@@ -49,7 +49,7 @@ class ServedNode:
     """One LKM actor behind one aiohttp site."""
 
     def __init__(self, config: NodeConfig, system: ActorSystem, clock: Clock,
-                 supply: KeySupply, observe: Observer = _ignore,
+                 supply: KeySupply, observe: Observer = ignore,
                  directory: Directory | None = None,
                  timeouts: ServerTimeouts = ServerTimeouts(),
                  app_hooks: Sequence[Callable[[web.Application], None]] = ()) -> None:

@@ -20,8 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from nodes.server.observability import caller_for_log
-from simulator import Actor
-from simulator import Clock
+from simulator import Actor, Clock
 
 SIMULATED_HEADER = "X-QKDSIM-Simulated"  # set by simulated SAEs: not recorded
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,8 +113,14 @@ class Replayer(Actor):
         self.session = session
         self.clock = clock
         self.record = record
+        self._scheduled = False
 
-    def schedule(self) -> None:
+    async def on_start(self) -> None:
+        """Schedule every request of the trace at its recorded time (once: a restart keeps
+        the timers already set)."""
+        if self._scheduled:
+            return
+        self._scheduled = True
         for index, entry in enumerate(self.entries):
             self.clock.call_later(max(entry.t_s - self.clock.now(), 0.0),
                                   lambda i=index: self.ref.tell(Replay(i)))

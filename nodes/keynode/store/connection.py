@@ -1,0 +1,130 @@
+"""One LKM's SQLite file, reached either on aiosqlite's thread or inline on the event loop.
+
+Every operation is a *transaction function* (a ``Txn``: a plain function of a
+``sqlite3.Connection``) built by the concept modules (:mod:`.pools`, :mod:`.delivery`,
+:mod:`.shipping`, :mod:`.synclog`, :mod:`.audit`), and :class:`KeyStore` runs it in one hop:
+:meth:`KeyStore.run` inside ``BEGIN IMMEDIATE`` (all or nothing), :meth:`KeyStore.read` as a plain
+read, :meth:`KeyStore.many` several requests in one transaction with a savepoint each.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import aiosqlite
+
+from nodes.keynode.errors import QKDError
+from nodes.keynode.store.schema import SERVED_PRAGMAS, SIMULATED_PRAGMAS, prepare
+
+T = TypeVar("T")
+Txn = Callable[[sqlite3.Connection], T]
+
+
+class _NoSqlParameters(logging.Filter):
+    """aiosqlite logs every call with its SQL parameters at DEBUG, key material included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+logging.getLogger("aiosqlite").addFilter(_NoSqlParameters())
+
+
+def in_transaction(db: sqlite3.Connection, txn: Txn[T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = txn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def each_in_savepoint(txns: Sequence[Txn[Any]], db: sqlite3.Connection) -> list[Any]:
+    """Run each request in a savepoint of the caller's transaction: a request that raises a
+    :class:`QKDError` is undone alone and the error is its result; any other error propagates
+    (and the caller's transaction rolls everything back)."""
+    results: list[Any] = []
+    for txn in txns:
+        db.execute("SAVEPOINT request")
+        try:
+            results.append(txn(db))
+        except QKDError as error:
+            db.execute("ROLLBACK TO request")
+            results.append(error)
+        db.execute("RELEASE request")
+    return results
+
+
+class KeyStore:
+    """Async access to one LKM's SQLite file. Open with :meth:`open`, close with :meth:`close`.
+
+    Two ways to reach SQLite, one set of SQL: a served node hands each transaction to
+    aiosqlite's thread (one hop per operation), so the event loop keeps serving while SQLite
+    works; ``inline=True`` (the simulator under its virtual clock, where nothing else may run
+    meanwhile anyway) calls SQLite on the loop's own thread, which saves the hop and the wake-up
+    of the loop that dominate a simulated request.
+    """
+
+    def __init__(self, db: aiosqlite.Connection | sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self._inline = isinstance(db, sqlite3.Connection)
+        self._conn = db if isinstance(db, sqlite3.Connection) else _raw_connection(db)
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | Path, inline: bool = False) -> "KeyStore":
+        if inline:
+            db: Any = sqlite3.connect(str(path), isolation_level=None)
+            prepare(db, SIMULATED_PRAGMAS)
+        else:
+            db = await aiosqlite.connect(str(path), isolation_level=None)
+            await _on_thread(db, prepare, _raw_connection(db), SERVED_PRAGMAS)
+        return cls(db, str(path))
+
+    async def close(self) -> None:
+        """Close the file (a second call does nothing)."""
+        if self._inline:
+            self._conn.close()
+        else:
+            await self._db.close()  # type: ignore[union-attr]
+
+    async def run(self, txn: Txn[T]) -> T:
+        """Run a whole transaction in one call: the hop to aiosqlite's thread, not SQLite, is
+        what a served request pays for, so each operation pays it once."""
+        return await self._call(in_transaction, txn)
+
+    async def read(self, txn: Txn[T]) -> T:
+        """Run a read outside any explicit transaction."""
+        return await self._call(txn)
+
+    async def many(self, txns: Sequence[Txn[Any]]) -> list[Any]:
+        """Several requests' transactions in one hop and one transaction, in order, each all or
+        nothing on its own: a request's :class:`QKDError` is returned as its result, the others
+        still commit."""
+        return await self._call(in_transaction, lambda db: each_in_savepoint(txns, db))
+
+    async def checkpoint(self) -> None:
+        """Write the WAL back into the database file and truncate it."""
+        await self._call(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` where this store runs SQL (see the class docstring)."""
+        if self._inline:
+            return fn(self._conn, *args)
+        return await _on_thread(self._db, fn, self._conn, *args)  # type: ignore[arg-type]
+
+
+# aiosqlite has no public way to run a function on its connection's thread (its methods each
+# run one statement: a transaction would cost a thread hop per statement, the single largest
+# cost of a served request); tests/test_keystore.py pins these two private names.
+def _raw_connection(db: aiosqlite.Connection) -> sqlite3.Connection:
+    return db._conn
+
+
+async def _on_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    return await db._execute(fn, *args)

@@ -1,0 +1,192 @@
+"""Handing keys out: to the master that takes them (enc_keys), then once to their slave
+(dec_keys), all or nothing.
+
+Reservations and slave reads change rows only ``WHERE status = <expected>`` inside the caller's
+``BEGIN IMMEDIATE``, so a key is never handed out twice, even by two connections or two
+processes sharing the file.
+
+A pool is accounted in bits: a request for keys shorter than the pool's key size carves them
+from the front of the oldest available rows (the remainder stays available under the row's own
+ID); each delivered key comes from one row, so ``available_keys`` counts whole default-size keys
+deliverable and ``available_bits`` the material left. Keys that must be reproduced at another
+LKM (longer keys, and any other size from a slice) are made of whole stored keys instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from typing import Sequence
+
+from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
+from nodes.keynode.store.connection import Txn
+from nodes.keynode.store.keys import (Key, KeyState, composite_key, composite_parts,
+                                      join_parts, key_id_for, split_composite)
+from nodes.keynode.store.pools import POOL_STATUS, PoolStatus, count, take_seqs
+from nodes.keynode.store.schema import fetchall, marks
+
+AVAILABLE, DELIVERED, CONSUMED, SHIPPED = (f"{state:d}" for state in KeyState)
+
+RESERVE_WHOLE = f"""
+UPDATE quantum_keys SET status = {DELIVERED}, delivered_to_sae_id = :master,
+       slave_sae_id = :slave, delivered_at = :now
+ WHERE id IN (SELECT id FROM quantum_keys
+               WHERE sae_id = :owner AND status = {AVAILABLE} AND size_bits = :size
+               ORDER BY seq LIMIT :n)
+RETURNING seq, key_id, key_data
+"""
+
+
+def reservation(owner: str, master: str, slave: str, number: int, size_bits: int,
+                now: float) -> Txn[tuple[list[Key], PoolStatus]]:
+    """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``, all or none;
+    the keys and the pool's status after. Refuses, in this order: no pool for ``owner`` (404),
+    ``owner`` as its own master (400), too few keys (503)."""
+    def txn(db: sqlite3.Connection) -> tuple[list[Key], PoolStatus]:
+        rows = fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?", (owner,))
+        if not rows:
+            raise NotFound(f"SAE '{owner}' is not registered at this KME", sae_id=owner)
+        if master == owner:
+            raise BadRequest("slave_SAE_ID must differ from the caller's SAE ID")
+        before = PoolStatus(*rows[0])
+        pool_bits, home_lkm = before.key_size_bits, before.home_lkm
+        removed_bits, used_rows = number * size_bits, number
+        if size_bits > pool_bits or (home_lkm is not None and size_bits != pool_bits):
+            keys = _reserve_composite(db, owner, master, slave, number, size_bits, pool_bits,
+                                      now, erase=home_lkm is not None)
+            freed_keys = used_rows = len(keys) and composite_parts(size_bits, pool_bits) * number
+            removed_bits = freed_keys * pool_bits
+        elif pool_bits == size_bits:
+            keys = _reserve_whole(db, owner, master, slave, number, size_bits, now)
+            freed_keys = len(keys)
+            if home_lkm is not None:  # the master's copy is all this KME ever hands out
+                _erase_delivered(db, [k.key_id for k in keys])
+        else:
+            keys, freed_keys = _reserve_carved(db, owner, master, slave, number, size_bits,
+                                               pool_bits, now)
+        if len(keys) < number:
+            raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
+        count(db, owner, -freed_keys, -removed_bits, used_rows)
+        db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
+                   (now, owner, master))
+        # the counters moved by exactly what count() added, in this transaction
+        return keys, replace(before, available_keys=before.available_keys - freed_keys,
+                             available_bits=before.available_bits - removed_bits,
+                             used_keys=before.used_keys + used_rows)
+    return txn
+
+
+def _reserve_composite(db: sqlite3.Connection, owner: str, master: str, slave: str, number: int,
+                       size_bits: int, pool_bits: int, now: float, erase: bool) -> list[Key]:
+    """Keys of another size made of whole stored keys: a longer key joins consecutive keys,
+    and from a slice a shorter one is the front of one key (the rest is spent with it), so
+    that the home LKM can give the receiver the same bytes. The ID names its parts."""
+    per_key = composite_parts(size_bits, pool_bits)
+    parts = _reserve_whole(db, owner, master, slave, number * per_key, pool_bits, now)
+    if len(parts) < number * per_key:
+        return []
+    if erase:  # a slice: the master's copy is all this KME ever hands out
+        _erase_delivered(db, [part.key_id for part in parts])
+    return [composite_key(parts[i * per_key:(i + 1) * per_key], size_bits)
+            for i in range(number)]
+
+
+def _erase_delivered(db: sqlite3.Connection, key_ids: Sequence[str]) -> None:
+    db.execute(f"UPDATE quantum_keys SET key_data = NULL WHERE status = {DELIVERED}"
+               f" AND key_id IN ({marks(len(key_ids))})", list(key_ids))
+
+
+def _reserve_whole(db: sqlite3.Connection, owner: str, master: str, slave: str, number: int,
+                   size_bits: int, now: float) -> list[Key]:
+    rows = fetchall(db, RESERVE_WHOLE, {"master": master, "slave": slave, "now": now,
+                                        "owner": owner, "size": size_bits, "n": number})
+    return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+
+
+def _reserve_carved(db: sqlite3.Connection, owner: str, master: str, slave: str, number: int,
+                    size_bits: int, pool_bits: int, now: float) -> tuple[list[Key], int]:
+    """Carve keys shorter (or longer) than the pool's; returns them and the whole
+    default-size keys their rows no longer hold."""
+    rows = fetchall(db, f"SELECT id, key_data, size_bits FROM quantum_keys WHERE sae_id = ?"
+                        f" AND status = {AVAILABLE} AND size_bits >= ? ORDER BY seq LIMIT ?",
+                    (owner, size_bits, number))
+    key_bytes, keys, lost_whole = size_bits // 8, [], 0
+    for row_id, data, row_bits in rows:
+        if len(keys) == number:
+            break
+        take = min(number - len(keys), row_bits // size_bits)
+        pieces = [bytes(data[i * key_bytes:(i + 1) * key_bytes]) for i in range(take)]
+        keys += _carve_row(db, owner, master, slave, row_id, bytes(data), row_bits, pieces, now)
+        left_bits = row_bits - take * size_bits
+        lost_whole += row_bits // pool_bits - left_bits // pool_bits
+    return keys, lost_whole
+
+
+def _carve_row(db: sqlite3.Connection, owner: str, master: str, slave: str, row_id: int,
+               data: bytes, row_bits: int, pieces: list[bytes], now: float) -> list[Key]:
+    """Deliver ``pieces`` (cut from the front of one row) as new key rows."""
+    used = sum(len(p) for p in pieces)
+    first = take_seqs(db, owner, len(pieces))
+    new = [(key_id_for(owner, first + i), owner, first + i, piece, len(piece) * 8, now,
+            master, slave, now) for i, piece in enumerate(pieces)]
+    db.executemany(
+        "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at,"
+        " status, delivered_to_sae_id, slave_sae_id, delivered_at)"
+        f" VALUES (?, ?, ?, ?, ?, ?, {DELIVERED}, ?, ?, ?)", new)
+    if used * 8 == row_bits:
+        db.execute(f"DELETE FROM quantum_keys WHERE id = ? AND status = {AVAILABLE}", (row_id,))
+    else:
+        db.execute(f"UPDATE quantum_keys SET key_data = ?, size_bits = ? WHERE id = ?"
+                   f" AND status = {AVAILABLE}", (data[used:], row_bits - used * 8, row_id))
+    return [Key(row[0], row[3]) for row in new]
+
+
+def slave_read(caller: str, master: str, key_ids: Sequence[str], now: float,
+               master_home: str | None = None) -> Txn[list[Key]]:
+    """Hand keys to their slave exactly once, then erase them; all or none.
+
+    A key qualifies when it was delivered here to ``master``, or shipped to the LKM that is
+    ``master``'s home (``master_home``), whose slice served it. Refuses, in this order: 401 if
+    any of the keys has another slave; 400 (not found) if any is unknown, not yet delivered,
+    already consumed, or belongs to another master.
+    """
+    def txn(db: sqlite3.Connection) -> list[Key]:
+        plain = fetchall(db, f"SELECT key_id FROM quantum_keys WHERE key_id IN"
+                             f" ({marks(len(key_ids))})", tuple(key_ids))
+        known = {row[0] for row in plain}
+        wanted = {key_id: ((key_id,), None) if key_id in known else split_composite(key_id)
+                  for key_id in key_ids}
+        part_ids = [part for parts, _ in wanted.values() for part in parts]
+        if len(set(part_ids)) != len(part_ids):
+            raise KeysNotFound()
+        rows = fetchall(db, "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id,"
+                            f" shipped_to FROM quantum_keys WHERE key_id IN"
+                            f" ({marks(len(part_ids))})", tuple(part_ids))
+        found = {row[0]: row for row in rows}
+        if any(row[2] != KeyState.AVAILABLE and row[3] != caller for row in rows):
+            raise Unauthorized("caller is not a slave SAE of the requested keys")
+        if len(found) != len(part_ids) or not all(
+                (row[2] == KeyState.DELIVERED and row[4] == master) or
+                (row[2] == KeyState.SHIPPED and master_home is not None
+                 and row[5] == master_home)
+                for row in rows):
+            raise KeysNotFound()
+        cursor = db.execute(
+            f"UPDATE quantum_keys SET status = {CONSUMED}, key_data = NULL, consumed_at = ?,"
+            " delivered_to_sae_id = COALESCE(delivered_to_sae_id, ?)"
+            f" WHERE status IN ({DELIVERED}, {SHIPPED}) AND key_id IN ({marks(len(part_ids))})",
+            (now, master, *part_ids))
+        if cursor.rowcount != len(part_ids):
+            raise KeysNotFound()
+        return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
+                for key_id, (parts, bits) in wanted.items()]
+    return txn
+
+
+def key_state(key_id: str) -> Txn[tuple[KeyState, str, str | None] | None]:
+    """(state, owner, master) of a key, or None; never the material."""
+    def txn(db: sqlite3.Connection) -> tuple[KeyState, str, str | None] | None:
+        rows = fetchall(db, "SELECT status, sae_id, delivered_to_sae_id FROM quantum_keys"
+                            " WHERE key_id = ?", (key_id,))
+        return (KeyState(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+    return txn

@@ -1,0 +1,186 @@
+"""Trusted-node relay: the KeySupply every LKM of a simulated network is given.
+
+:class:`KMNetwork` holds only references (no state of its own) and runs in the asking LKM's
+sync worker, so no actor ever waits on another actor that could be waiting on it.
+
+A slice sync, for receiver Bob homed at LKM_B (KM3), asked by LKM_A (KM1):
+
+1. KM1 and KM3 must be up;
+2. LKM_B ships up to n keys from Bob's home pool (they stay there, state shipped);
+3. the bits are relayed KM3 -> ... -> KM1 over a fewest-hop path of links that are up, each hop
+   spending the bits from its link buffer (one-time pad); a hop that cannot pay is avoided and
+   the path recomputed; the relay then takes as long as the added latency of its links;
+4. if no path can carry them, the shipped keys go back to Bob's pool and every spent hop is
+   refunded, so nothing is half-spent or half-delivered.
+
+The same holds when the relay is interrupted (the asking LKM crashes, so its worker is
+cancelled): whatever was shipped goes back and whatever was spent is refunded before the
+cancellation goes on. An LKM that cannot take relayed keys gives them back the same way
+(:meth:`KMNetwork.return_slice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Mapping
+
+import networkx as nx
+
+from nodes.keynode.directory import Directory
+from nodes.keynode.errors import KMUnreachable
+from nodes.keynode.messages import ShipSlice, UnshipSlice
+from nodes.keynode.store import Key
+from nodes.keynode.supply import Shipment
+from nodes.network.km import Generate, Ping
+from nodes.network.link import GetLatency, Refund, Spend
+from nodes.network.routing import Edge, hops, shortest_path
+from simulator import ActorRef, ActorStopped, Clock
+
+
+class KMNetwork:
+    """The KeySupply of every LKM in a simulated network (see the module docstring)."""
+
+    def __init__(self, directory: Directory, graph: nx.Graph, kms: Mapping[str, ActorRef[Any]],
+                 links: Mapping[Edge, ActorRef[Any]], lkms: Mapping[str, ActorRef[Any]],
+                 record: Callable[..., None], clock: Clock) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.graph = graph
+        self.kms = kms
+        self.links = links
+        self.lkms = lkms
+        self.record = record
+        self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
+
+    async def fetch(self, lkm_id: str, sae_id: str, count: int, key_bytes: int,
+                    provision: bool = False) -> list[bytes]:
+        km = self.kms[self.directory.km_of(lkm_id)]
+        result: list[bytes] = await km.ask(Generate(count, key_bytes, provision))
+        return result
+
+    async def fetch_slice(self, lkm_id: str, owner: str, home_lkm: str, count: int) -> Shipment:
+        src, dst = self.directory.km_of(home_lkm), self.directory.km_of(lkm_id)
+        for km in dict.fromkeys((src, dst)):  # both ends, the home side first
+            await self.kms[km].ask(Ping())
+        keys: list[Key] = await self._ask_lkm(home_lkm, ShipSlice(owner, lkm_id, count))
+        shipment = Shipment(owner, home_lkm, lkm_id, tuple(keys))
+        if not keys:
+            return shipment
+        bits = sum(len(k.material) * 8 for k in keys)
+        try:
+            path = await self.relay(src, dst, bits)
+        except BaseException:  # interrupted before any hop was left spent: the keys go home
+            await self._unship(shipment)
+            raise
+        if path is None:
+            await self._unship(shipment)
+            self.record("relay_failure", src, to=dst, bits=bits, keys=len(keys))
+            raise KMUnreachable(f"no path from {src} to {dst} can carry {bits} bits")
+        self.record("relay", src, to=dst, bits=bits, keys=len(keys), hops=len(path) - 1,
+                    path="-".join(path))
+        return Shipment(owner, home_lkm, lkm_id, tuple(keys), tuple(path), bits)
+
+    async def return_slice(self, shipment: Shipment) -> None:
+        """Refund every hop the shipment spent and give its keys back to their home pool."""
+        if not shipment.keys:
+            return
+        await self._refund(hops(list(shipment.route)), shipment.bits)
+        await self._unship(shipment)
+
+    async def relay(self, src: str, dst: str, bits: int) -> list[str] | None:
+        """Spend ``bits`` on every hop of a fewest-hop usable path, then take the path's added
+        latency; None (nothing spent) if no path can carry them. Interrupted, it refunds what
+        it spent."""
+        bad_edges: set[Edge] = set()
+        bad_nodes: set[str] = set()
+        while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
+            down = await self._down_relays(path)
+            if down:
+                bad_nodes |= down
+                continue
+            failed = await self._spend_path(path, bits)
+            if failed is None:
+                try:
+                    await self._cross(path)
+                except BaseException:
+                    await self._refund(hops(path), bits)
+                    raise
+                return path
+            bad_edges.add(failed)
+        return None
+
+    async def _ask_lkm(self, lkm_id: str, message: object) -> Any:
+        """An LKM that is down (crashed) is as unreachable as a KM that is down."""
+        ref = self.lkms.get(lkm_id)
+        if ref is None:
+            raise KMUnreachable(f"{lkm_id} is down")
+        try:
+            return await ref.ask(message)
+        except ActorStopped:
+            raise KMUnreachable(f"{lkm_id} went down") from None
+
+    async def _unship(self, shipment: Shipment) -> None:
+        """Give shipped keys back to their home pool; if the home LKM is down meanwhile they
+        stay shipped there, and the run records how many (``relay_failure``, ``stranded``)."""
+        ids = tuple(key.key_id for key in shipment.keys)
+        try:
+            await _shielded(self._ask_lkm(shipment.home_lkm, UnshipSlice(shipment.owner, ids)))
+        except KMUnreachable:
+            self.record("relay_failure", self.directory.km_of(shipment.home_lkm),
+                        to=self.directory.km_of(shipment.to_lkm), keys=len(ids), stranded=len(ids))
+
+    def _path(self, src: str, dst: str, bad_edges: set[Edge],
+              bad_nodes: set[str]) -> list[str] | None:
+        """:func:`shortest_path`, remembered: the graph never changes (what is down is learnt
+        per relay, as ``bad_*``), and a city asks the same few questions thousands of times."""
+        key = (src, dst, frozenset(bad_edges), frozenset(bad_nodes))
+        if key not in self._paths:
+            self._paths[key] = shortest_path(self.graph, src, dst, bad_edges, bad_nodes)
+        path = self._paths[key]
+        return None if path is None else list(path)
+
+    async def _cross(self, path: list[str]) -> None:
+        """The relay takes as long as the added latency of the links it crossed."""
+        delay_s = 0.0
+        for edge in hops(path):
+            delay_s += await self.links[edge].ask(GetLatency())
+        if delay_s > 0:
+            await self.clock.sleep(delay_s)
+
+    async def _down_relays(self, path: list[str]) -> set[str]:
+        down = set()
+        for km in path[1:-1]:
+            try:
+                await self.kms[km].ask(Ping())
+            except KMUnreachable:
+                down.add(km)
+        return down
+
+    async def _spend_path(self, path: list[str], bits: int) -> Edge | None:
+        """Spend on each hop in turn; on a refusal (or an interruption) refund the hops already
+        spent; the refusing hop, or None when every hop paid."""
+        spent: list[Edge] = []
+        try:
+            for edge in hops(path):
+                if not await self.links[edge].ask(Spend(bits)):
+                    await self._refund(spent, bits)
+                    return edge
+                spent.append(edge)
+        except BaseException:
+            await self._refund(spent, bits)
+            raise
+        return None
+
+    async def _refund(self, edges: list[Edge], bits: int) -> None:
+        for edge in edges:
+            await _shielded(self.links[edge].ask(Refund(bits)))
+
+
+async def _shielded(waiting: Any) -> Any:
+    """Await clean-up to its end even in a task being cancelled (asks are answered by actors
+    that are still running; the cancellation goes on afterwards)."""
+    future = asyncio.ensure_future(waiting)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        return await future

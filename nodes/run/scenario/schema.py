@@ -1,0 +1,345 @@
+"""Scenario files, field by field: the frozen models of each part of a scenario (DESIGN.md
+"A scenario"). Each model checks what it can alone; what involves several parts is
+:mod:`.checks`, and the whole scenario is :mod:`.model`.
+
+Durations are written "90s", "6h", "1d12h" and become float seconds (`*_s` attributes).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetJsonSchemaHandler,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import CoreSchema
+
+from nodes.keynode.naming import RESERVED_IDS
+from nodes.run.outages import OUTAGES
+from simulator import parse_duration
+
+Loc = tuple[str | int, ...]
+
+_DURATION_PATTERN = r"^\s*((\d+(\.\d+)?|\.\d+)\s*(ms|s|m|h|d|w)\s*)+$|^\d+(\.\d+)?$"
+_DURATION_JSON = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "description": "seconds"},
+        {"type": "string", "pattern": _DURATION_PATTERN},
+    ],
+    "examples": ["90s", "15m", "6h", "1d12h", "500ms"],
+}
+Seconds = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_JSON)]
+PositiveSeconds = Annotated[Seconds, Field(gt=0)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+Count = Annotated[int, Field(ge=0, strict=True)]
+PositiveCount = Annotated[int, Field(gt=0, strict=True)]
+Ratio = Annotated[float, Field(ge=0, lt=1)]
+SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "any"]
+OutageKind = Literal["down", "crash", "degrade", "partition", "latency"]
+# the outage kinds are the table's (nodes/run/outages.py); tests hold the two equal
+assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
+
+
+def _whole_bytes(bits: int) -> int:
+    if bits % 8:
+        raise ValueError(f"key size must be a whole number of bytes (a multiple of 8), got {bits}")
+    return bits
+
+
+def _not_reserved(sae_id: str) -> str:
+    if sae_id in RESERVED_IDS:
+        raise ValueError(f"{sae_id!r} is a reserved word of the LKM API, not an SAE ID")
+    return sae_id
+
+
+KeySizeBits = Annotated[PositiveCount, AfterValidator(_whole_bytes)]
+
+
+class PathErrors(ValueError):
+    """Problems found by one validator, each at a path below the object it validated."""
+
+    def __init__(self, errors: list[tuple[Loc, str]]) -> None:
+        super().__init__("; ".join(error_line("here", loc, msg) for loc, msg in errors))
+        self.errors = errors
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyncPolicy(_Frozen):
+    """The seed's hybrid sync: scheduled every `interval`, below `threshold` and `emergency`."""
+
+    interval_s: PositiveSeconds = Field(86400.0, alias="interval")
+    threshold: Ratio = 0.10
+    emergency: Ratio = 0.05
+
+    @model_validator(mode="after")
+    def _emergency_below_threshold(self) -> SyncPolicy:
+        if self.emergency > self.threshold:
+            raise PathErrors([(("emergency",), f"must not exceed threshold ({self.threshold})")])
+        return self
+
+
+class SyncOverride(_Frozen):
+    """Per-LKM changes to the default sync policy; unset fields keep the defaults."""
+
+    interval_s: PositiveSeconds | None = Field(None, alias="interval")
+    threshold: Ratio | None = None
+    emergency: Ratio | None = None
+
+
+class Defaults(_Frozen):
+    """Settings every LKM gets unless it overrides them."""
+
+    pool_size: PositiveCount = 1000
+    slice_size: PositiveCount | None = Field(None, description="keys a sender's LKM keeps of a remote receiver's pool (default: half the pool)")
+    key_size_bits: KeySizeBits = 8192
+    max_keys_per_request: PositiveCount = 100
+    sync: SyncPolicy = SyncPolicy()
+
+
+class KM(_Frozen):
+    """A (remote) key manager; generates key material at `key_rate_bps`."""
+
+    id: Id
+    key_rate_bps: float = Field(1_000_000.0, gt=0)
+
+
+class RatePoint(_Frozen):
+    """From `at` on (until the next point), the link produces `rate_bps`."""
+
+    at_s: Seconds = Field(alias="at")
+    rate_bps: float = Field(ge=0)
+
+
+class Link(_Frozen):
+    """A QKD link between KMs `a` and `b`: a fixed rate, a link budget or a rate curve."""
+
+    a: Id
+    b: Id
+    rate_bps: float | None = Field(None, gt=0)
+    length_km: float | None = Field(None, ge=0)
+    r0_bps: float = Field(17_094_000.0, gt=0)
+    alpha_db_per_km: float = Field(0.2, ge=0)
+    rate_curve: tuple[RatePoint, ...] | None = Field(None, min_length=1)
+    buffer_bits: PositiveCount = 10_000_000
+
+    @property
+    def id(self) -> str:
+        """The link's name as outage targets write it: "KM1-KM2"."""
+        return f"{self.a}-{self.b}"
+
+    def rate_bps_at(self, t_s: float) -> float:
+        """Return the key rate at `t_s`: fixed, `R0 * 10^(-alpha*L/10)`, or the curve's step.
+
+        A curve holds each point's rate until the next point; before its first point the
+        link runs at the first point's rate.
+        """
+        if self.rate_bps is not None:
+            return self.rate_bps
+        if self.length_km is not None:
+            return self.r0_bps * 10 ** (-self.alpha_db_per_km * self.length_km / 10)
+        assert self.rate_curve is not None  # invariant of _one_rate_model
+        current = self.rate_curve[0].rate_bps
+        for point in self.rate_curve:
+            if point.at_s <= t_s:
+                current = point.rate_bps
+        return current
+
+    @model_validator(mode="after")
+    def _one_rate_model(self) -> Link:
+        given = [n for n in ("rate_bps", "length_km", "rate_curve") if getattr(self, n) is not None]
+        errors: list[tuple[Loc, str]] = []
+        if len(given) != 1:
+            got = ", ".join(given) or "none"
+            errors.append(((), f"give exactly one of rate_bps, length_km, rate_curve (got {got})"))
+        for name in ("r0_bps", "alpha_db_per_km"):
+            if name in self.model_fields_set and self.length_km is None:
+                errors.append(((name,), "only applies with length_km"))
+        errors += _curve_order_errors(self.rate_curve or ())
+        if errors:
+            raise PathErrors(errors)
+        return self
+
+
+def _curve_order_errors(curve: tuple[RatePoint, ...]) -> list[tuple[Loc, str]]:
+    return [
+        (("rate_curve", i, "at"), f"must come after the previous point ({prev.at_s:g}s)")
+        for i, (prev, point) in enumerate(zip(curve, curve[1:]), start=1)
+        if point.at_s <= prev.at_s
+    ]
+
+
+class LKM(_Frozen):
+    """A local key manager attached to KM `km`; unset settings come from `defaults`."""
+
+    id: Id
+    km: Id
+    pool_size: PositiveCount | None = None
+    slice_size: PositiveCount | None = None
+    key_size_bits: KeySizeBits | None = None
+    max_keys_per_request: PositiveCount | None = None
+    sync: SyncOverride | None = None
+    port: int | None = Field(None, ge=1, le=65535, strict=True)
+
+
+class SAE(_Frozen):
+    """A user (QuMail account) whose home pool lives at LKM `lkm`."""
+
+    id: Annotated[Id, AfterValidator(_not_reserved)]
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    lkm: Id
+    pool_size: PositiveCount | None = None
+
+
+class MailTraffic(_Frozen):
+    """`from_sae` sends `mails_per_hour` mails of `mail_bytes` each to `to_sae`."""
+
+    from_sae: Id = Field(alias="from")
+    to_sae: Id = Field(alias="to")
+    mails_per_hour: float = Field(gt=0)
+    mail_bytes: PositiveCount
+
+
+class ReplayTraffic(_Frozen):
+    """Requests replayed from a recorded trace; `load_scenario` resolves a relative path
+    against the scenario file's directory."""
+
+    replay: str = Field(min_length=1)
+
+
+def _traffic_tag(data: Any) -> str:
+    has_replay = isinstance(data, dict) and "replay" in data
+    return "<replay>" if has_replay or isinstance(data, ReplayTraffic) else "<mail>"
+
+
+Traffic = Annotated[
+    Annotated[MailTraffic, Tag("<mail>")] | Annotated[ReplayTraffic, Tag("<replay>")],
+    Discriminator(_traffic_tag),
+]
+
+
+class Outage(_Frozen):
+    """A fault applied at `at` for `for` (absent: until the end of the run)."""
+
+    at_s: Seconds = Field(alias="at")
+    kind: OutageKind
+    target: str | None = Field(None, description="a KM, a link 'KM1-KM2' or an LKM")
+    for_s: PositiveSeconds | None = Field(None, alias="for")
+    fraction: float | None = Field(None, gt=0, le=1, description="degrade: share of the rate kept")
+    groups: tuple[tuple[Id, ...], ...] | None = Field(
+        None, min_length=1, description="partition: KM groups; unlisted KMs form one more group"
+    )
+    delay_s: PositiveSeconds | None = Field(None, alias="delay")
+
+    @model_validator(mode="after")
+    def _fields_suit_kind(self) -> Outage:
+        wanted = {"fraction": "degrade", "groups": "partition", "delay_s": "latency"}
+        aliases = {"delay_s": "delay"}
+        errors: list[tuple[Loc, str]] = []
+        for name, kind in wanted.items():
+            present = getattr(self, name) is not None
+            if present != (self.kind == kind):
+                why = "only applies to" if present else "required for"
+                errors.append(((aliases.get(name, name),), f"{why} kind '{kind}'"))
+        if (self.target is None) != (self.kind == "partition"):
+            why = "not used by" if self.target is not None else "required for"
+            errors.append((("target",), f"{why} kind '{self.kind}'"))
+        if errors:
+            raise PathErrors(errors)
+        return self
+
+
+class SyncCount(_Frozen):
+    """Argument of min_syncs / max_syncs: how many syncs of `reason` ("any": all reasons)."""
+
+    reason: SyncReason
+    count: Count
+
+
+BARE_EXPECTATIONS = ("no_key_reuse", "all_received_keys_match")
+
+
+class Expectation(_Frozen):
+    """One expectation: a bare name or a one-key mapping, kept in its YAML shape.
+
+    Exactly one field is set; `kind`, `count`, `reason` and `duration_s` give a uniform view.
+    """
+
+    no_key_reuse: Literal[True] | None = None
+    all_received_keys_match: Literal[True] | None = None
+    max_failed_sends: Count | None = None
+    min_syncs: SyncCount | None = None
+    max_syncs: SyncCount | None = None
+    pool_never_empty_longer_than: Seconds | None = None
+    recovered_within: Seconds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, data: Any) -> Any:
+        names = tuple(cls.model_fields)
+        if isinstance(data, str):
+            if data in BARE_EXPECTATIONS:
+                return {data: True}
+            if data in names:
+                raise ValueError(f"expectation {data!r} needs a value, e.g. {{{data}: ...}}")
+            raise ValueError(f"unknown expectation {data!r} (known: {', '.join(names)})")
+        if isinstance(data, dict):
+            if len(data) != 1:
+                got = ", ".join(map(str, data)) or "none"
+                raise ValueError(f"an expectation is a name or a one-key mapping (got keys {got})")
+            (name,) = data
+            if name not in names:
+                raise ValueError(f"unknown expectation {name!r} (known: {', '.join(names)})")
+        return data
+
+    @property
+    def kind(self) -> str:
+        """The expectation's name, e.g. "max_failed_sends"."""
+        return next(n for n in type(self).model_fields if getattr(self, n) is not None)
+
+    @property
+    def count(self) -> int | None:
+        """The bound of max_failed_sends, min_syncs and max_syncs."""
+        syncs = self.min_syncs or self.max_syncs
+        return syncs.count if syncs else self.max_failed_sends
+
+    @property
+    def reason(self) -> str | None:
+        """The sync reason of min_syncs / max_syncs."""
+        syncs = self.min_syncs or self.max_syncs
+        return syncs.reason if syncs else None
+
+    @property
+    def duration_s(self) -> float | None:
+        """The bound of pool_never_empty_longer_than and recovered_within."""
+        if self.recovered_within is not None:
+            return self.recovered_within
+        return self.pool_never_empty_longer_than
+
+
+class _OrBareName:
+    """JSON schema of an expectation list item: a bare name or the one-key mapping."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        mapping = handler(schema)
+        handler.resolve_ref_schema(mapping).update(minProperties=1, maxProperties=1)
+        return {"anyOf": [{"type": "string", "enum": list(BARE_EXPECTATIONS)}, mapping]}
+
+
+
+def error_line(source: str, loc: Loc, message: str) -> str:
+    path = ".".join(str(part) for part in loc) or source
+    return f"{path}: {message}"
