@@ -24,7 +24,7 @@ EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE = 0, 1, 2
 
 
 def pki_main(argv: list[str]) -> int:
-    from nodes.pki import curl_example, write_pki
+    from nodes.server import curl_example, write_pki
 
     parser = argparse.ArgumentParser(prog="run_scenario.py pki",
                                      description="Write a CA, node and SAE certificates.")
@@ -48,8 +48,8 @@ def pki_main(argv: list[str]) -> int:
 
 
 def serve_node_main() -> int:
-    from nodes.config import ConfigError, NodeConfig
-    from nodes.serve import serve_forever
+    from nodes.keynode import ConfigError, NodeConfig
+    from nodes.server import serve_forever
 
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     try:
@@ -70,7 +70,7 @@ def serve_node_main() -> int:
 
 def load(path: Path, seed: int | None = None, until: str | None = None):
     """The validated scenario, or None after printing every error (path: message)."""
-    from simulator.scenario import ScenarioError, load_scenario
+    from nodes.run import ScenarioError, load_scenario
 
     try:
         return load_scenario(path).with_overrides(seed=seed, duration_s=until)
@@ -82,7 +82,7 @@ def load(path: Path, seed: int | None = None, until: str | None = None):
 
 
 def validate_main(argv: list[str]) -> int:
-    from nodes.network import unsupported
+    from nodes.run import unsupported
 
     parser = argparse.ArgumentParser(prog="run_scenario.py validate")
     parser.add_argument("scenario", nargs="+", type=Path)
@@ -102,7 +102,7 @@ def validate_main(argv: list[str]) -> int:
 def schema_main(argv: list[str]) -> int:
     import json
 
-    from simulator.scenario import scenario_json_schema
+    from nodes.run import scenario_json_schema
 
     argparse.ArgumentParser(prog="run_scenario.py schema").parse_args(argv)
     print(json.dumps(scenario_json_schema(), indent=2, sort_keys=True))
@@ -136,8 +136,8 @@ class Progress:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from nodes.harness import format_outcome, run, serve
-    from simulator.scenario import ScenarioError
+    from nodes.run import format_outcome, run, serve
+    from nodes.run import ScenarioError
 
     scenario = load(args.scenario, args.seed, args.until)
     if scenario is None:

@@ -1,0 +1,18 @@
+"""The QKD domain, built on :mod:`simulator`, in rooms (sub-packages), lowest first.
+
+A module may import its own room freely, and from the rooms ``ROOMS`` lists below it only the
+names in that room's ``__all__``, from the room's package (``from nodes.keynode import Key``).
+Nothing imports upwards or sideways; ``tests/test_layers.py`` holds the code to this.
+"""
+
+#: room -> the rooms it may import from (simulator is the engine, below every room)
+ROOMS: dict[str, tuple[str, ...]] = {
+    "simulator": (),
+    "nodes.keynode": ("simulator",),
+    "nodes.network": ("simulator", "nodes.keynode"),
+    "nodes.server": ("simulator", "nodes.keynode"),
+    "nodes.traffic": ("simulator", "nodes.keynode", "nodes.server"),
+    "nodes.run": ("simulator", "nodes.keynode", "nodes.network", "nodes.server",
+                  "nodes.traffic"),
+    "run_scenario": ("nodes.run", "nodes.server", "nodes.keynode", "simulator"),
+}

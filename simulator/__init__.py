@@ -15,7 +15,7 @@ from simulator.system import SYSTEM, ActorSystem
 
 __all__ = [
     "Activity", "Actor", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "Clock",
-    "ClockError", "Directive", "Event", "Failure", "Lease", "Progress", "Promise", "Recorder", "SYSTEM",
-    "Sample", "Simulation", "Stalled", "Timer", "VirtualClock", "WallClock", "event_json",
-    "format_duration", "format_float", "merge_counts", "parse_duration",
+    "ClockError", "Directive", "Event", "Failure", "Lease", "Progress", "Promise", "Recorder",
+    "SYSTEM", "Sample", "Simulation", "Stalled", "Timer", "VirtualClock", "WallClock",
+    "event_json", "format_duration", "format_float", "merge_counts", "parse_duration",
 ]

@@ -78,7 +78,8 @@ class Cell:
         return promise
 
     def close(self) -> None:
-        """Refuse what is queued and release every unit of work this actor holds."""
+        """Refuse what is queued and release every unit of work this actor holds (deferred
+        replies wait for ``on_stop``, which may still give them)."""
         self.closed = True
         stopped = ActorStopped(f"{self.name} stopped")
         for envelope in [*self.queue, *self.handling]:
@@ -86,8 +87,11 @@ class Cell:
                 envelope.reply.reject(stopped)
             envelope.release()
         self.queue.clear()
+
+    def refuse_deferred(self) -> None:
+        """Replies the actor deferred and did not give by the end of ``on_stop``."""
         for promise in list(self.deferred):
-            promise.reject(stopped)
+            promise.reject(ActorStopped(f"{self.name} stopped before it answered"))
 
 
 class ActorSystem:
@@ -175,6 +179,7 @@ class ActorSystem:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self._hook(cell, "on_stop", cell.actor.on_stop())
+        cell.refuse_deferred()
 
     async def stop_all(self) -> None:
         """Stop every actor (the last spawned first), whatever fails, then cancel the system's
@@ -281,6 +286,8 @@ class ActorSystem:
 
     async def _supervise(self, cell: Cell, message: object, error: BaseException) -> None:
         actor = cell.actor
+        if self._closing and isinstance(error, ActorStopped):
+            return  # shutting down stopped what this message was waiting on: no failure
         try:
             directive = await actor.on_failure(message, error)
         except Exception as hook_error:  # noqa: BLE001 - a broken supervisor stops the actor

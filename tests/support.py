@@ -23,9 +23,12 @@ API = "/api/v1/keys"
 class Node:
     """A served LKM and a cache of one client session per SAE identity."""
 
-    def __init__(self, tmp: Path, tls: bool = False, **config: Any) -> None:
+    def __init__(self, tmp: Path, tls: bool = False, supply: Any = None, observe: Any = None,
+                 **config: Any) -> None:
         self.tmp = tmp
         self.tls = tls
+        self.supply = supply or LocalKeySupply(os.urandom)
+        self.observe = observe
         self.pki: PkiFiles | None = None
         self.config_values = config
         self.system = ActorSystem()
@@ -39,7 +42,8 @@ class Node:
             cert, key = self.pki.nodes["kme"]
             values.update(use_https=True, tls=TlsFiles(self.pki.ca_cert, cert, key))
         config = NodeConfig(**values)
-        self.served = ServedNode(config, self.system, WallClock(), LocalKeySupply(os.urandom))
+        extra = {} if self.observe is None else {"observe": self.observe}
+        self.served = ServedNode(config, self.system, WallClock(), self.supply, **extra)
         await self.served.start()
         return self
 

@@ -116,3 +116,33 @@ def test_a_failed_expectation_exits_1_with_the_figure_that_broke_it(tmp_path: Pa
 def test_validate_accepts_the_shipped_scenarios() -> None:
     result = cli("validate", *map(str, sorted((ROOT / "scenarios").glob("*.yaml"))))
     assert result.returncode == 0, result.stderr
+
+
+async def test_a_run_that_hangs_ends_with_the_hang_named_and_its_records_written(tmp_path) -> None:
+    """Two actors ask each other and wait forever: the run is not left hanging; it ends, names
+    the work in flight, writes what it recorded, and fails."""
+    from nodes.run.harness import _execute
+    from simulator import Actor
+
+    class Partner(Actor):
+        other = None
+
+        async def receive(self, message: object) -> object:
+            return await self.other.ask(message)
+
+    async def deadlock_at_noon(sim) -> None:
+        a, b = Partner("a"), Partner("b")
+        a.other, b.other = await sim.spawn(b), await sim.spawn(a)
+        sim.clock.call_later(12 * 3600 - sim.clock.now(), lambda: a.ref.tell("hello"))
+        await sim.run(DAY_S)
+
+    scenario = parse_scenario(two_users(duration="1d", outages=[]))
+    outcome = await _execute(scenario, tmp_path / "hung", "virtual", deadlock_at_noon,
+                             stall_s=0.2)
+    assert outcome.exit_code == 1
+    [failure] = outcome.actor_failures
+    assert failure.startswith("engine: Stalled:") and "a <- str" in failure
+    assert "t=43200 s" in failure
+    assert outcome.summary["audit"] == {} and outcome.summary["simulated_s"] == 43200.0
+    events = (tmp_path / "hung" / "events.jsonl").read_text().splitlines()
+    assert any('"delivery"' in line for line in events)  # the morning's mail is on record

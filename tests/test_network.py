@@ -15,7 +15,9 @@ from nodes.keynode.errors import KMUnreachable
 from nodes.run.harness import run
 from nodes.keynode.messages import ListPools
 from nodes.run.builder import Network
-from nodes.network.link import Level, SetUp
+from nodes.keynode.messages import Sync
+from nodes.keynode.store import audit as store_audit
+from nodes.network.link import Level, SetLatency, SetUp
 from nodes.network.routing import edge_key
 from simulator.runtime import Simulation
 from nodes.run.scenario import parse_scenario
@@ -191,3 +193,33 @@ async def test_added_latency_on_a_relay_km_delays_slice_syncs_in_virtual_time(tm
     assert all(e["data"]["duration_s"] == 600.0 for e in slow)  # two hops through KM2, 5 min each
     assert all(e["data"]["duration_s"] == 0.0 for e in fast)
     assert outcome.summary["audit"]["mismatched_keys"] == 0
+
+
+async def test_a_relay_cut_short_by_a_crash_refunds_every_hop_and_gives_the_keys_back(
+        tmp_path) -> None:
+    """LKM_A's worker has shipped Bob's keys and spent both hops, and sleeps out the relay's
+    added latency when LKM_A crashes: the link key comes back and so do Bob's keys."""
+    slow = [{**link, "rate_bps": 1e-6, "buffer_bits": 10**9} for link in LINE]
+    async with network(tmp_path, topology(slow)) as net:
+        for edge in net.links:
+            net.links[edge].tell(SetLatency(600.0))
+        await net.sim.settle()
+        status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 3})
+        assert status == 200
+        before_links, before_home = await levels(net), await pools(net, "LKM_B")
+        assert await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
+        await net.sim.run(net.sim.clock.now() + 60)  # the relay has spent, and waits
+        spent = {edge: before_links[edge] - level for edge, level in (await levels(net)).items()}
+        assert spent == {edge: pytest.approx(3 * KEY_BITS, abs=1) for edge in net.links}
+        assert (await pools(net, "LKM_B"))[B] == before_home[B] - 3
+        net.crash("LKM_A")
+        await net.sim.settle()
+        after_links = await levels(net)
+        assert after_links == {edge: pytest.approx(before_links[edge], abs=1) for edge in net.links}
+        assert await pools(net, "LKM_B") == before_home
+        home_store = net.nodes["LKM_B"].lkm.store
+        assert await home_store.read(store_audit.shipped_to) == {
+            "LKM_A": [f"qk_{B}_{seq:06d}" for seq in range(1, 41)]}  # the slice's 37 + 3 read
+        assert net.sim.system.failures == []
+        assert [e.kind for e in net.sim.recorder.events_of("sync")
+                if e.get("pool") == f"LKM_A/{B}" and e.t_s > 0] == []

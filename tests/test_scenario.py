@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.durations import format_duration, parse_duration
+from nodes.keynode.naming import RESERVED_IDS, sae_id_problem
 from nodes.run.scenario import (
     MailTraffic,
     ReplayTraffic,
@@ -277,6 +278,29 @@ def test_an_emergency_level_above_the_threshold_is_reported_for_the_lkm() -> Non
 def test_a_reserved_word_is_not_an_sae_id() -> None:
     errors = errors_after(lambda d: d["saes"][0].update(id="pools"))
     assert errors[0] == "saes.0.id: 'pools' is a reserved word of the LKM API, not an SAE ID"
+
+
+@pytest.mark.parametrize("word", sorted(RESERVED_IDS))
+def test_every_word_the_lkm_reserves_is_refused_by_validation(word: str) -> None:
+    """One list: what the LKM's routes reserve is exactly what a scenario may not name an SAE
+    (a scenario that validated with `sync` as an SAE used to crash its run)."""
+    errors = errors_after(lambda d: d["saes"][0].update(id=word))
+    assert errors[0] == f"saes.0.id: '{word}' is a reserved word of the LKM API, not an SAE ID"
+    assert sae_id_problem(word) is not None and sae_id_problem(word.upper()) is None
+
+
+def test_an_outage_kind_on_a_target_the_table_does_not_list_is_refused() -> None:
+    errors = errors_after(lambda d: d["outages"][0].update(kind="down", target="LKM_A"))
+    assert errors == ["outages.0.target: 'LKM_A' is an LKM; down needs a KM or a link 'A-B'"]
+
+
+def test_the_outage_kinds_of_the_schema_are_those_of_the_outage_table() -> None:
+    from typing import get_args
+
+    from nodes.run.outages import OUTAGES
+    from nodes.run.scenario.schema import OutageKind
+
+    assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
 
 
 def test_a_missing_required_field_is_reported() -> None:

@@ -1,2 +1,33 @@
 """The key node room: one LKM, its per-user key pools and their SQLite store, ETSI 014 semantics
-and the hybrid sync policy. Knows nothing of HTTP, of the KM network or of scenarios."""
+and the hybrid sync policy. Knows nothing of HTTP, of the KM network or of scenarios; the
+network reaches it through its messages and its :class:`KeySupply` port.
+
+Its public surface is ``__all__``; other rooms import only these names, from this package.
+"""
+
+from nodes.keynode.config import ENV_VARIABLES, ConfigError, NodeConfig, SyncPolicy, TlsFiles
+from nodes.keynode.directory import Directory
+from nodes.keynode.errors import (AlreadyRegistered, BadRequest, ExtensionMandatoryUnmet,
+                                  ExtensionMandatoryUnsupported, InsufficientKeys, KeysNotFound,
+                                  KMUnreachable, MethodNotAllowed, NotFound, PayloadTooLarge,
+                                  QKDError, SizeNotMultipleOf8, Unauthorized)
+from nodes.keynode.lkm import LocalKeyManager, Observer, ignore
+from nodes.keynode.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeyState,
+                                    GetKeysWithIds, GetKmStatus, GetStatus, ListPools, Refill,
+                                    Register, ShipSlice, Sync, UnshipSlice)
+from nodes.keynode.naming import RESERVED_IDS, check_sae_id, pool_node, sae_id_problem
+from nodes.keynode.store import Key, KeyState, KeyStore
+from nodes.keynode.supply import KeySupply, LocalKeySupply, Shipment
+from nodes.keynode.views import pool_view, pools_view, status_view, sync_view
+
+__all__ = [
+    "AddRemote", "AlreadyRegistered", "Audit", "BadRequest", "ConfigError", "DeleteUser",
+    "Directory", "ENV_VARIABLES", "ExtensionMandatoryUnmet", "ExtensionMandatoryUnsupported",
+    "GetKeyState", "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
+    "KMUnreachable", "Key", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
+    "LocalKeyManager", "LocalKeySupply", "MethodNotAllowed", "NodeConfig", "NotFound",
+    "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
+    "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
+    "Unauthorized", "UnshipSlice", "check_sae_id", "ignore", "pool_node", "pool_view",
+    "pools_view", "sae_id_problem", "status_view", "sync_view",
+]

@@ -9,10 +9,10 @@ Pools: the *home pool* of each SAE homed here, and a *slice* of the home pool of
 that local senders write to (keys reserved at the receiver's home LKM and relayed here ahead of
 time, so a cross-site send is served locally even while the network is down).
 
-Sync: :class:`~nodes.keynode.sync.SyncScheduler` decides (pure); this actor carries its orders
-out with one background worker, started in a clock step of its own so that a sync never
-interleaves with the request that triggered it (a waiting manual sync starts it at once). The
-worker fetches from the :class:`~nodes.keynode.supply.KeySupply` and hands each result back as a
+Sync: :class:`~nodes.keynode.sync.SyncScheduler` decides (pure); this actor has its orders
+carried out by one :class:`~nodes.keynode.worker.SyncWorker` task, started in a clock step of its
+own so that a sync never interleaves with the request that triggered it (a waiting manual sync
+starts it at once). The worker hands each result back as a
 :class:`~nodes.keynode.messages.SyncDone` message, whose reply is its next order: an LKM never
 awaits another actor inside its mailbox, so no cycle of actors can wait on each other. Any
 failure of a fetch is an outcome (``unreachable``, ``error``), never a pool stuck in flight.
@@ -35,10 +35,11 @@ from nodes.keynode.naming import check_sae_id, pool_node
 from nodes.keynode.requests import KEY_REQUESTS, Plan, plan
 from nodes.keynode.store import (KeyStore, PoolStatus, audit, delivery, pools, shipping,
                                  synclog)
-from nodes.keynode.supply import KeySupply, Shipment
+from nodes.keynode.supply import KeySupply
 from nodes.keynode.sync import SYNC_REASONS, PoolLevel, SyncOrder, SyncOutcome, SyncScheduler
+from nodes.keynode.worker import SyncNext, SyncWorker
 from nodes.keynode.views import pools_view
-from simulator import Actor, ActorStopped, Clock, Promise, Timer
+from simulator import Actor, Clock, Promise, Timer
 
 
 class Observer(Protocol):
@@ -47,14 +48,6 @@ class Observer(Protocol):
 
 def ignore(kind: str, node: str, **data: Any) -> None:
     """The default observer: records nothing."""
-
-
-@dataclass(frozen=True, slots=True)
-class SyncNext:
-    """The reply to SyncDone: the worker's next order, and whether the LKM kept the keys."""
-
-    order: SyncOrder | None
-    kept: bool = True
 
 
 @dataclass
@@ -346,43 +339,8 @@ class LocalKeyManager(Actor):
 
     def _begin_work(self) -> None:
         if not self.sync.worker_busy and (order := self.sync.take()) is not None:
-            self._worker = self.start_task(self._work(order))
-
-    async def _work(self, order: SyncOrder | None) -> None:
-        """The sync worker: carry out orders one at a time; each result goes back as a
-        SyncDone message, whose reply is the next order. Relayed keys the LKM did not take
-        (it stopped, or the slice is gone) go back where they came from."""
-        while order is not None:
-            done, shipment = await self._carry_out(order)
-            reply = self.ref.ask(done)
-            try:
-                answer: SyncNext = await reply
-            except ActorStopped:  # the LKM stopped before it took them
-                if shipment is not None:
-                    await self.supply.return_slice(shipment)
-                return
-            except asyncio.CancelledError:
-                if shipment is not None and not _answered(reply):
-                    await self.supply.return_slice(shipment)
-                raise
-            if shipment is not None and not answer.kept:
-                await self.supply.return_slice(shipment)
-            order = answer.order
-
-    async def _carry_out(self, order: SyncOrder) -> tuple[SyncDone, Shipment | None]:
-        start_s = self.clock.now()
-        try:
-            if order.home_lkm is not None:
-                shipment = await self.supply.fetch_slice(self.name, order.sae_id,
-                                                         order.home_lkm, order.asked)
-                return SyncDone(order, start_s, "ok", keys=shipment.keys), shipment
-            materials = await self.supply.fetch(self.name, order.sae_id, order.asked,
-                                                order.key_bytes)
-            return SyncDone(order, start_s, "ok", materials=tuple(materials)), None
-        except KMUnreachable:
-            return SyncDone(order, start_s, "unreachable"), None
-        except Exception as error:  # noqa: BLE001 - any failure of a fetch is an outcome
-            return SyncDone(order, start_s, "error", error=f"{type(error).__name__}: {error}"), None
+            worker = SyncWorker(self.name, self.ref, self.supply, self.clock)
+            self._worker = self.start_task(worker.run(order))
 
     async def _sync_done(self, msg: SyncDone) -> SyncNext:
         order: SyncOrder = msg.order  # type: ignore[assignment]
@@ -423,8 +381,3 @@ def _level(pool: PoolStatus) -> PoolLevel:
     return PoolLevel(pool.sae_id, pool.available_keys, pool.pool_size_limit,
                      pool.key_size_bits, pool.home_lkm)
 
-
-def _answered(reply: Awaitable[Any]) -> bool:
-    """Did the LKM handle the SyncDone (so it holds the keys)?"""
-    return (isinstance(reply, asyncio.Future) and reply.done() and not reply.cancelled()
-            and reply.exception() is None)

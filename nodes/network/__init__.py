@@ -1,2 +1,17 @@
 """The network room: key managers, QKD links, routing, and the relay that fills remote slices.
-Built on the key node's messages and its KeySupply port; knows nothing of HTTP or scenarios."""
+Built on the key node's messages and its KeySupply port; knows nothing of HTTP or scenarios.
+
+Its public surface is ``__all__``; other rooms import only these names, from this package.
+"""
+
+from nodes.network.km import Generate, KeyManager, Ping, SetDown
+from nodes.network.link import (Degrade, GetLatency, Level, QKDLink, Refund, SetLatency, SetUp,
+                                Spend)
+from nodes.network.relay import KMNetwork
+from nodes.network.routing import Edge, edge_key, hops, km_graph, shortest_path
+
+__all__ = [
+    "Degrade", "Edge", "Generate", "GetLatency", "KMNetwork", "KeyManager", "Level", "Ping",
+    "QKDLink", "Refund", "SetDown", "SetLatency", "SetUp", "Spend", "edge_key", "hops",
+    "km_graph", "shortest_path",
+]

@@ -11,9 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from nodes.keynode.errors import KMUnreachable
-from simulator import Actor
-from simulator import Clock
+from nodes.keynode import KMUnreachable
+from simulator import Actor, Clock
 
 BUDGET_WINDOW_S = 3600.0
 

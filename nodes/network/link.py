@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from simulator import Actor
-from simulator import Clock
+from simulator import Actor, Clock
 
 KEY_BITS_MIN = 8192
 

@@ -26,11 +26,7 @@ from typing import Any, Callable, Mapping
 
 import networkx as nx
 
-from nodes.keynode.directory import Directory
-from nodes.keynode.errors import KMUnreachable
-from nodes.keynode.messages import ShipSlice, UnshipSlice
-from nodes.keynode.store import Key
-from nodes.keynode.supply import Shipment
+from nodes.keynode import Directory, KMUnreachable, Key, ShipSlice, Shipment, UnshipSlice
 from nodes.network.km import Generate, Ping
 from nodes.network.link import GetLatency, Refund, Spend
 from nodes.network.routing import Edge, hops, shortest_path

@@ -1,3 +1,21 @@
 """The run room: a scenario in, a verdict out. The scenario schema, the builder that wires a
 network from it, the outage table, the harness that runs or serves it, the expectations and
-the report."""
+the report. Orchestration (sweeps, partitioned runs, a dashboard) sits on top of this room.
+
+Its public surface is ``__all__``; what runs a scenario imports only these names.
+"""
+
+from nodes.run.builder import Network, unsupported
+from nodes.run.expect import ExpectationResult, evaluate
+from nodes.run.generate import city
+from nodes.run.harness import RunOutcome, format_outcome, run, serve
+from nodes.run.outages import OUTAGES
+from nodes.run.report import write_report
+from nodes.run.scenario import (Scenario, ScenarioError, load_scenario, parse_scenario,
+                                scenario_json_schema)
+
+__all__ = [
+    "ExpectationResult", "Network", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
+    "city", "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",
+    "scenario_json_schema", "serve", "unsupported", "write_report",
+]

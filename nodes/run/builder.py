@@ -20,21 +20,14 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from nodes.keynode.config import NodeConfig, SyncPolicy
-from nodes.keynode.directory import Directory
-from nodes.keynode.messages import AddRemote, Audit, ListPools, Register, Sync
-from nodes.keynode.naming import pool_node
-from nodes.network.km import KeyManager
-from nodes.network.link import QKDLink
-from nodes.network.relay import KMNetwork
-from nodes.network.routing import Edge, edge_key, km_graph
+from nodes.keynode import (AddRemote, Audit, Directory, ListPools, NodeConfig, Register, Sync,
+                           SyncPolicy, pool_node)
+from nodes.network import Edge, KMNetwork, KeyManager, QKDLink, edge_key, km_graph
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
-from nodes.server.pki import safe_file_stem
-from nodes.server.serve import ServedNode
-from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailAudit, SimulatedSAE,
-                               Transport)
-from nodes.traffic.trace import Replayer, TraceWriter, load_trace, recorder_hook
+from nodes.server import ServedNode, safe_file_stem
+from nodes.traffic import (DirectTransport, Flow, HttpTransport, MailAudit, Replayer, SimulatedSAE,
+                           TraceWriter, Transport, load_trace, recorder_hook)
 from simulator import ActorRef, Simulation
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time

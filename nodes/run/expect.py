@@ -42,8 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from simulator import format_duration
-from simulator import Recorder
+from simulator import Recorder, format_duration
 from nodes.run.scenario import Expectation
 
 POOL_KEYS = "pool_keys"

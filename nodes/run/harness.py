@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from nodes.run.builder import Network
-from nodes.traffic.trace import TraceWriter
+from nodes.traffic import TraceWriter
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.report import format_summary_table, write_report
-from simulator import Progress, Simulation
+from simulator import ClockError, Progress, Simulation, Stalled
 from nodes.run.scenario import Scenario
 
 
 MAX_PRINTED_ROWS = 40
+STALL_S = 60.0  # wall seconds without any progress before a virtual run is declared hung
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,41 +89,50 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
 async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                    drive: Callable[[Simulation], Awaitable[None]],
                    trace: TraceWriter | None = None,
-                   started: Callable[[Network], None] | None = None) -> RunOutcome:
+                   started: Callable[[Network], None] | None = None,
+                   stall_s: float = STALL_S) -> RunOutcome:
     began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = out_dir / "state"
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir()
-    sim = Simulation(scenario.seed, clock, scenario.time_scale)
+    sim = Simulation(scenario.seed, clock, scenario.time_scale, stall_s=stall_s)
     network = Network(scenario, sim, state_dir, trace, serving=clock == "wall")
     setup_s = 0.0
+    engine_error: str | None = None
+    audit: dict[str, int] = {}
     try:
-        await network.start()
-        setup_s = time.perf_counter() - began
-        if started is not None:
-            started(network)
-        await drive(sim)
-        await sim.activity.wait_idle()
-        audit = await network.audit_counts()
+        try:
+            await network.start()
+            setup_s = time.perf_counter() - began
+            if started is not None:
+                started(network)
+            await drive(sim)
+            await sim.settle()
+        except (Stalled, ClockError) as error:  # the run ends here; what it recorded stays
+            engine_error = f"engine: {type(error).__name__}: {error}"
+        else:
+            audit = await network.audit_counts()
     finally:
         await network.close()
         await sim.shutdown()
-    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s)
+    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
+                   engine_error)
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
-            wall_s: float, setup_s: float) -> RunOutcome:
+            wall_s: float, setup_s: float, engine_error: str | None = None) -> RunOutcome:
     recorder = sim.recorder
     recorder.write_csv(out_dir / "metrics.csv")
     recorder.write_jsonl(out_dir / "events.jsonl")
     write_report(recorder, scenario.name, out_dir)
     results = tuple(evaluate(scenario.expect, recorder, audit))
-    failures = tuple(f"{f.actor}: {f.error} while handling {f.message}"
-                     for f in sim.system.failures)
+    failures = tuple([engine_error] if engine_error else []) + tuple(
+        f"{f.actor}: {f.error} while handling {f.message}" for f in sim.system.failures)
     summary = json.loads((out_dir / "summary.json").read_text())
     summary.update({
-        "seed": scenario.seed, "simulated_s": round(min(sim.clock.now(), scenario.duration_s), 6), "steps": sim.steps,
+        "seed": scenario.seed, "steps": sim.steps,
+        "simulated_s": round(min(sim.clock.now(), scenario.duration_s), 6),
         "audit": audit, "actor_failures": list(failures),
         "expectations": [{"name": r.name, "passed": r.passed, "figure": r.figure}
                          for r in results]})
@@ -137,10 +147,13 @@ def format_outcome(outcome: RunOutcome) -> str:
         table = table[:3] + [f"... {len(table) - 6} more rows in summary.txt ..."] + table[-3:]
     lines = [*table, ""]
     audit = outcome.summary["audit"]
-    lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
-                 "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
+    if audit:
+        lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
+                     "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
+    else:
+        lines.append("not audited: the run ended early")
     for failure in outcome.actor_failures:
-        lines.append(f"ACTOR FAILURE  {failure}")
+        lines.append(f"FAILURE  {failure}")
     for result in outcome.results:
         lines.append(f"{'PASS' if result.passed else 'FAIL'}  {result.name}: {result.figure}")
     rate = outcome.summary["simulated_s"] / max(outcome.wall_s, 1e-9)

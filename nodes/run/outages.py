@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from nodes.network.km import SetDown
-from nodes.network.link import Degrade, SetLatency, SetUp
-from nodes.network.routing import Edge, edge_key
+from nodes.network import Degrade, Edge, SetDown, SetLatency, SetUp, edge_key
 from simulator import ActorRef, Simulation
 
 if TYPE_CHECKING:

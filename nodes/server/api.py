@@ -22,18 +22,13 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from nodes.keynode.config import NodeConfig
-from nodes.keynode.errors import (BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, QKDError,
-                          Unauthorized)
-from nodes.keynode.store import Key
-from nodes.keynode.views import sync_view
-from nodes.keynode.naming import RESERVED_IDS
-from nodes.keynode.messages import (DeleteUser, GetKeys, GetKeysWithIds, GetKmStatus, GetStatus, GetKeyState,
-                            ListPools, Refill, Register, Sync)
+from nodes.keynode import (BadRequest, DeleteUser, GetKeyState, GetKeys, GetKeysWithIds,
+                           GetKmStatus, GetStatus, Key, ListPools, MethodNotAllowed, NodeConfig,
+                           NotFound, PayloadTooLarge, QKDError, RESERVED_IDS, Refill, Register,
+                           Sync, Unauthorized, sync_view)
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
-from simulator import ActorRef
-from simulator import Clock
+from simulator import ActorRef, Clock
 
 log = logging.getLogger("qkdsim.api")
 

@@ -27,11 +27,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from nodes.keynode.errors import QKDError
-from nodes.keynode.messages import GetKmStatus, ListPools
+from nodes.keynode import GetKmStatus, ListPools, QKDError
 from nodes.server.pki import common_name_from_der
-from simulator import ActorRef
-from simulator import Clock
+from simulator import ActorRef, Clock
 
 ACCESS_LOG = logging.getLogger("qkdsim.access")
 METRICS = web.AppKey("metrics", object)

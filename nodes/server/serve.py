@@ -2,10 +2,10 @@
 
 :class:`ServedNode` wires one LKM actor to its aiohttp application and a TCP site (plain HTTP, or
 mutual TLS with the node's certificate), with its metrics at ``/metrics`` and bounded waits for
-slow or half-open connections (:class:`ServerTimeouts`). :func:`serve_forever` runs one node from a
-:class:`~nodes.keynode.config.NodeConfig` until SIGINT/SIGTERM, then shuts down in order: stop accepting
-and finish in-flight requests, then stop the actor (which closes its SQLite file), so no
-acknowledged write is lost.
+slow or half-open connections (:class:`ServerTimeouts`). :func:`serve_forever` runs one node from
+a ``NodeConfig`` until SIGINT/SIGTERM, then shuts down in order: stop accepting and finish
+in-flight requests, then stop the actor (which closes its SQLite file), so no acknowledged write
+is lost.
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ from typing import Any, Callable, Sequence
 from aiohttp import web
 
 from nodes.server.api import create_app
-from nodes.keynode.config import NodeConfig
-from nodes.keynode.directory import Directory
-from nodes.keynode.lkm import LocalKeyManager, Observer, ignore
+from nodes.keynode import (Directory, KeySupply, LocalKeyManager, LocalKeySupply, NodeConfig,
+                           Observer, ignore)
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
-from nodes.keynode.supply import KeySupply, LocalKeySupply
-from simulator import ActorRef, ActorSystem
-from simulator import Clock, WallClock
+from simulator import ActorRef, ActorSystem, Clock, WallClock
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,10 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import aiohttp
 
-from nodes.server.api import keys_body
-from nodes.keynode.errors import QKDError
-from nodes.keynode.messages import GetKeys, GetKeysWithIds
+from nodes.server import keys_body
+from nodes.keynode import GetKeys, GetKeysWithIds, QKDError
 from nodes.traffic.trace import SIMULATED_HEADER
-from simulator import Actor, ActorRef, ActorStopped
-from simulator import Clock
+from simulator import Actor, ActorRef, ActorStopped, Clock
 
 API = "/api/v1/keys"
 

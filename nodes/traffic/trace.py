@@ -19,7 +19,7 @@ from typing import IO, Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from nodes.server.observability import caller_for_log
+from nodes.server import caller_for_log
 from simulator import Actor, Clock
 
 SIMULATED_HEADER = "X-QKDSIM-Simulated"  # set by simulated SAEs: not recorded
@@ -61,7 +61,8 @@ def without_keys(value: Any) -> Any:
     return value
 
 
-def recorder_hook(lkm_id: str, clock: Clock, writer: TraceWriter) -> Callable[[web.Application], None]:
+def recorder_hook(lkm_id: str, clock: Clock,
+                  writer: TraceWriter) -> Callable[[web.Application], None]:
     """An app hook that puts the recording middleware outermost (it sees rendered errors)."""
 
     @web.middleware

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from nodes.run.scenario.model import Scenario, ScenarioError
-from nodes.run.scenario.schema import Loc, PathErrors, ReplayTraffic, error_line
+from nodes.run.scenario.schema import PathErrors, ReplayTraffic, error_line
 
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate the YAML scenario at `path` (raises ScenarioError)."""

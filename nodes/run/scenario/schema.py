@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema
 
-from nodes.keynode.naming import RESERVED_IDS
+from nodes.keynode import RESERVED_IDS
 from nodes.run.outages import OUTAGES
 from simulator import parse_duration
 
