@@ -1,13 +1,13 @@
 """The run room: a scenario in, a verdict out. The scenario schema, the builder that wires a
 network from it, the outage table, the harness that runs or serves it, the expectations and
-the report. Orchestration (sweeps, partitioned runs, a dashboard) sits on top of this room.
+the report (and ``python -m nodes.run.generate``, which writes generated scenarios).
+Orchestration (sweeps, partitioned runs, a dashboard) sits on top of this room.
 
 Its public surface is ``__all__``; what runs a scenario imports only these names.
 """
 
 from nodes.run.builder import Network, unsupported
 from nodes.run.expect import ExpectationResult, evaluate
-from nodes.run.generate import city
 from nodes.run.harness import RunOutcome, format_outcome, run, serve
 from nodes.run.outages import OUTAGES
 from nodes.run.report import write_report
@@ -16,6 +16,6 @@ from nodes.run.scenario import (Scenario, ScenarioError, load_scenario, parse_sc
 
 __all__ = [
     "ExpectationResult", "Network", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
-    "city", "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",
+    "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",
     "scenario_json_schema", "serve", "unsupported", "write_report",
 ]
