@@ -41,7 +41,7 @@ class Cell:
         self.ready = asyncio.Event()
         self.closed = False
         self.handling: Sequence[Envelope] = ()
-        self.deferred: set[Promise] = set()
+        self.deferred: dict[Promise, None] = {}  # in the order given: refused in that order
         self.task: asyncio.Task[None] | None = None
 
     def put(self, message: object, reply: Promise | None) -> None:
@@ -73,8 +73,8 @@ class Cell:
         envelope = self.handling[0]
         promise, envelope.reply = envelope.reply, None
         assert promise is not None
-        self.deferred.add(promise)
-        promise.on_settle(lambda: self.deferred.discard(promise))
+        self.deferred[promise] = None
+        promise.on_settle(lambda: self.deferred.pop(promise, None))
         return promise
 
     def close(self) -> None:
@@ -103,7 +103,8 @@ class ActorSystem:
         self.failures: list[Failure] = []
         self.dead_letters = 0
         self._cells: dict[str, Cell] = {}
-        self._side_tasks: dict[str, set[asyncio.Task[Any]]] = {}
+        # owner -> its tasks, in the order started (dicts: cancelled in a fixed order, always)
+        self._side_tasks: dict[str, dict[asyncio.Task[Any], None]] = {}
         self._closing = False
 
     # -- spawning and tasks -------------------------------------------------------------------
@@ -129,11 +130,11 @@ class ActorSystem:
         context = contextvars.copy_context()
         context.run(CURRENT_LEASE.set, lease)
         task = asyncio.get_running_loop().create_task(coro, context=context)
-        tasks = self._side_tasks.setdefault(owner, set())
-        tasks.add(task)
+        tasks = self._side_tasks.setdefault(owner, {})
+        tasks[task] = None
 
         def done(finished: asyncio.Task[Any]) -> None:
-            tasks.discard(finished)
+            tasks.pop(finished, None)
             lease.release()
             if not finished.cancelled() and finished.exception() is not None:
                 self._record(owner, "task", finished.exception(), Directive.RESUME.value)
@@ -172,7 +173,7 @@ class ActorSystem:
         if cell is None:
             return
         cell.close()
-        side = self._side_tasks.pop(name, set())
+        side = self._side_tasks.pop(name, {})
         pending = [task for task in (cell.task, *side)
                    if task is not None and task is not asyncio.current_task()]
         for task in pending:
