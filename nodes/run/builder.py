@@ -127,13 +127,13 @@ class Network:
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:
-            actor = KeyManager(km.id, km.key_rate_bps, self.sim.clock,
-                               self.sim.derived_rng(f"km:{km.id}"), self.sim.record)
-            self.kms[km.id] = await self.sim.spawn(actor)
+            manager = KeyManager(km.id, km.key_rate_bps, self.sim.clock,
+                                 self.sim.derived_rng(f"km:{km.id}"), self.sim.record)
+            self.kms[km.id] = await self.sim.spawn(manager)
         for link in self.scenario.links:
-            actor = QKDLink(link.id, rate_steps(link), link.buffer_bits, self.sim.clock,
-                            self.sim.record)
-            self.links[edge_key(link.a, link.b)] = await self.sim.spawn(actor)
+            qkd_link = QKDLink(link.id, rate_steps(link), link.buffer_bits, self.sim.clock,
+                               self.sim.record)
+            self.links[edge_key(link.a, link.b)] = await self.sim.spawn(qkd_link)
 
     async def _start_replay(self, path: Path) -> None:
         assert self.session is not None

@@ -75,9 +75,7 @@ class ServedNode:
         site = web.TCPSite(self.runner, self.config.host, self.config.port,
                            ssl_context=self.ssl_context())
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self.runner.addresses[0][1])  # the bound port (PORT=0 picks a free one)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         tls = self.config.tls

@@ -11,6 +11,7 @@ it got when recorded.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ class Replayer(Actor):
         self._scheduled = True
         for index, entry in enumerate(self.entries):
             self.clock.call_later(max(entry.t_s - self.clock.now(), 0.0),
-                                  lambda i=index: self.ref.tell(Replay(i)))
+                                  functools.partial(self.ref.tell, Replay(index)))
 
     async def receive(self, message: object) -> None:
         assert isinstance(message, Replay)

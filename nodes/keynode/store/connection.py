@@ -88,10 +88,10 @@ class KeyStore:
 
     async def close(self) -> None:
         """Close the file (a second call does nothing)."""
-        if self._inline:
-            self._conn.close()
+        if isinstance(self._db, aiosqlite.Connection):
+            await self._db.close()
         else:
-            await self._db.close()  # type: ignore[union-attr]
+            self._conn.close()
 
     async def run(self, txn: Txn[T]) -> T:
         """Run a whole transaction in one call: the hop to aiosqlite's thread, not SQLite, is

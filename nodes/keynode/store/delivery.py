@@ -110,7 +110,8 @@ def _reserve_carved(db: sqlite3.Connection, owner: str, master: str, slave: str,
     rows = fetchall(db, f"SELECT id, key_data, size_bits FROM quantum_keys WHERE sae_id = ?"
                         f" AND status = {AVAILABLE} AND size_bits >= ? ORDER BY seq LIMIT ?",
                     (owner, size_bits, number))
-    key_bytes, keys, lost_whole = size_bits // 8, [], 0
+    key_bytes, lost_whole = size_bits // 8, 0
+    keys: list[Key] = []
     for row_id, data, row_bits in rows:
         if len(keys) == number:
             break

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, model_validator
 
@@ -46,7 +46,7 @@ class Scenario(_Frozen):
     transport: Literal["http", "direct"] = Field(
         "http", description="how simulated SAEs reach their LKM: real HTTP to its served ETSI 014 "
         "API, or the same ETSI messages asked of the LKM actor directly (no HTTP stack; faster)")
-    defaults: Defaults = Defaults()
+    defaults: Defaults = Field(default_factory=Defaults)
     kms: tuple[KM, ...] = Field(min_length=1)
     links: tuple[Link, ...] = ()
     lkms: tuple[LKM, ...] = Field(min_length=1)
@@ -94,7 +94,8 @@ class Scenario(_Frozen):
         """The SAEs homed at `lkm_id`, in scenario order."""
         return self._saes_by_lkm.get(lkm_id, ())
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Scenario:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Scenario:
         """pydantic's copy, without the lookup caches of the original (they may be stale)."""
         copy = super().model_copy(update=update, deep=deep)
         for name in ("_by_id", "_saes_by_lkm", "_settings"):

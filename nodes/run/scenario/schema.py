@@ -102,10 +102,12 @@ class Defaults(_Frozen):
     """Settings every LKM gets unless it overrides them."""
 
     pool_size: PositiveCount = 1000
-    slice_size: PositiveCount | None = Field(None, description="keys a sender's LKM keeps of a remote receiver's pool (default: half the pool)")
+    slice_size: PositiveCount | None = Field(
+        None, description="keys a sender's LKM keeps of a remote receiver's pool (default: half "
+        "the pool)")
     key_size_bits: KeySizeBits = 8192
     max_keys_per_request: PositiveCount = 100
-    sync: SyncPolicy = SyncPolicy()
+    sync: SyncPolicy = Field(default_factory=SyncPolicy)
 
 
 class KM(_Frozen):
