@@ -102,3 +102,31 @@ async def test_a_recorded_session_replays_to_the_same_deliveries(tmp_path: Path)
                if json.loads(line)["kind"] == "replay"]
     assert [r["status"] for r in replays] == [r["recorded_status"] for r in replays] == \
         [r["status"] for r in recorded]
+
+
+async def test_a_replayed_manual_sync_is_answered_in_virtual_time(tmp_path: Path) -> None:
+    """A recorded POST /km/sync waits for its sync: replayed in virtual time, the sync's worker
+    starts at once (it used to wait for a clock step that the waiting replay itself held back,
+    and the run hung)."""
+    trace = tmp_path / "trace.jsonl"
+    requests = [
+        {"t_s": 3600.0, "lkm": "LKM_A", "method": "POST", "caller": A, "status": 200,
+         "path": f"{API}/{B}/enc_keys", "body": {"number": 30}},
+        {"t_s": 7200.0, "lkm": "LKM_A", "method": "POST", "caller": A, "status": 200,
+         "path": f"{API}/km/sync", "body": {}},
+    ]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    scenario_path = tmp_path / "replay.yaml"
+    scenario_path.write_text(yaml.safe_dump({
+        "name": "replay_sync", "duration": "4h", "defaults": {"pool_size": 100},
+        "kms": [{"id": "KM1"}], "lkms": [{"id": "LKM_A", "km": "KM1"}],
+        "saes": [{"id": A, "email": "alice@example.com", "lkm": "LKM_A"},
+                 {"id": B, "email": "bob@example.com", "lkm": "LKM_A"}],
+        "traffic": [{"replay": "trace.jsonl"}]}))
+    outcome = await run(load_scenario(scenario_path), tmp_path / "out")
+    assert outcome.exit_code == 0 and outcome.actor_failures == ()
+    events = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
+    assert [(e["t_s"], e["data"]["status"]) for e in events if e["kind"] == "replay"] == [
+        (3600.0, 200), (7200.0, 200)]
+    [sync] = [e for e in events if e["kind"] == "sync" and e["data"]["reason"] == "manual"]
+    assert (sync["t_s"], sync["data"]["outcome"], sync["data"]["keys_received"]) == (7200.0, "ok", 30)
