@@ -14,8 +14,10 @@ Samples (`Recorder.sample(t_s, node, metric, value)`), node = a pool, named
 Events (`Recorder.event(t_s, kind, node, **data)`):
 - `sync`      node = the LKM that synced. data: `pool` (pool node), `reason` (scheduled |
               threshold | emergency | manual), `outcome` ("ok": the KM answered, possibly with
-              fewer keys than asked; "unreachable": no answer; "error": answered with an
-              error), `keys_requested`, `keys_received` (int), `duration_s` (float).
+              fewer keys than asked; "unreachable": no answer; "error": any other failure,
+              named in `error`), `keys_requested`, `keys_received` (int), `duration_s`
+              (float). (A sync its LKM did not live to finish records nothing; a caller
+              waiting for it is answered "aborted".)
 - `delivery`  node = the LKM that delivered keys to a sender (enc_keys). data: `keys` (int),
               `pool` (pool node), `master` and `slave` (SAE IDs).
 - `failure`   one failed send. node = the sending SAE. data: `to` (receiver SAE),
