@@ -9,8 +9,12 @@ CSV, JSONL, plots, expectations) and ``process`` (the whole command, imports inc
 table shows medians; bench/results/sim_speed.json keeps every figure. The issue's targets
 (quickstart under 2 s, city under 60 s, both over HTTP) are judged on ``total``.
 
-    python bench/sim_speed.py [--repeat 3] [--transport http direct] [SCENARIO.yaml ...]
+    python bench/sim_speed.py [--repeat 3] [--transport http direct] [--against REF]
+                              [SCENARIO.yaml ...]
     (default: scenarios/quickstart.yaml scenarios/two_sites.yaml)
+
+With ``--against REF`` each run alternates with a run of commit REF and a second table gives
+this tree's figures over REF's: a change's cost measured in one run, on one machine.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import export_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -53,25 +60,50 @@ def one_run(scenario_path: str, transport: str) -> dict[str, float]:
             "exit_code": outcome.exit_code}
 
 
-def measure(scenario_path: str, transport: str, repeat: int) -> dict[str, object]:
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--one", scenario_path,
-                              "--transport", transport], cwd=ROOT,
-                             capture_output=True, text=True, check=True)
-        process_s = time.perf_counter() - started
-        runs.append({**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": process_s})
+def run_once(tree: Path, scenario_path: str, transport: str) -> dict[str, float]:
+    """One run in a fresh process, of the code in ``tree`` (this work tree, or an exported
+    commit with its own bench/sim_speed.py)."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, str(tree / "bench" / "sim_speed.py"), "--one",
+                          scenario_path, "--transport", transport], cwd=tree,
+                         capture_output=True, text=True, check=True)
+    process_s = time.perf_counter() - started
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": process_s}
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
     med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    return {"scenario": scenario_path, "transport": transport, "runs": runs, "median": {
-        **med, "sim_s_per_wall_s": med["simulated_s"] / med["wall_s"],
-        "events_per_wall_s": med["events"] / med["wall_s"],
-        "steps_per_wall_s": med["clock_steps"] / med["wall_s"],
-        "mails_per_wall_s": med["mails"] / med["wall_s"]}}
+    return {**med, "sim_s_per_wall_s": med["simulated_s"] / med["wall_s"],
+            "events_per_wall_s": med["events"] / med["wall_s"],
+            "steps_per_wall_s": med["clock_steps"] / med["wall_s"],
+            "mails_per_wall_s": med["mails"] / med["wall_s"]}
+
+
+def measure(scenario_path: str, transport: str, repeat: int,
+            against: Path | None = None) -> dict[str, object]:
+    """``repeat`` runs; with ``against`` (an exported commit), each run of this tree is followed
+    by one of that commit's, so both see the same machine, and their ratios are reported."""
+    runs, other = [], []
+    for _ in range(repeat):
+        runs.append(run_once(ROOT, scenario_path, transport))
+        if against is not None:
+            other.append(run_once(against, scenario_path, transport))
+    result: dict[str, object] = {"scenario": scenario_path, "transport": transport,
+                                 "runs": runs, "median": medians(runs)}
+    if other:
+        mine, theirs = medians(runs), medians(other)
+        result["against"] = {"runs": other, "median": theirs, "ratio": {
+            key: mine[key] / theirs[key] for key in ("run_s", "wall_s", "process_s",
+                                                     "events_per_wall_s", "peak_rss_mib")}}
+    return result
 
 
 def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+    return commit_of("HEAD")
+
+
+def commit_of(ref: str) -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True,
                          text=True)
     return out.stdout.strip() or "unknown"
 
@@ -116,28 +148,56 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--transport", nargs="+", choices=("http", "direct"),
                         default=["http", "direct"])
+    parser.add_argument("--against", metavar="REF", help="also run each scenario on this commit "
+                        "(git archive), alternating run by run, and report this tree's "
+                        "figures over its (e.g. --against HEAD~1)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one_run(args.one, args.transport[0])))
         return 0
-    results = []
-    for path in args.scenarios:
-        for transport in args.transport:
-            results.append(measure(path, transport, args.repeat))
-            print(table(results[-1:]).splitlines()[-1], flush=True)
+    with tempfile.TemporaryDirectory(prefix="qkdsim-sim-speed-") as tmp:
+        against = export_tree(args.against, Path(tmp) / "tree") if args.against else None
+        results = []
+        for path in args.scenarios:
+            for transport in args.transport:
+                results.append(measure(path, transport, args.repeat, against))
+                print(table(results[-1:]).splitlines()[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "sim_speed", "commit": commit(), "python": platform.python_version(),
               "machine": {"system": platform.system(), "machine": platform.machine(),
                           "cpus": __import__("os").cpu_count()},
-              "repeat": args.repeat, "results": results, "targets": verdicts(results)}
+              "repeat": args.repeat, "results": results, "targets": verdicts(results),
+              "against": commit_of(args.against) if args.against else None}
     (RESULTS / "sim_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(table(results))
     print(f"(median of {args.repeat} runs each; written to {RESULTS / 'sim_speed.json'})")
     for line in verdicts(results):
         print(line)
+    if args.against:
+        print(f"\nthis tree over commit {commit_of(args.against)} (medians, runs alternating):")
+        print(ratio_table(results))
     return 0
+
+
+def ratio_table(results: list[dict[str, object]]) -> str:
+    head = ("scenario", "transport", "run s", "ref run s", "run x", "total x", "process x",
+            "events/s x", "peak RSS x")
+    rows = [head]
+    for result in results:
+        other = result["against"]  # type: ignore[index]
+        ratio = other["ratio"]  # type: ignore[index]
+        rows.append((Path(str(result["scenario"])).stem, str(result["transport"]),
+                     f"{result['median']['run_s']:.2f}",  # type: ignore[index]
+                     f"{other['median']['run_s']:.2f}",  # type: ignore[index]
+                     *(f"{ratio[key]:.3f}" for key in ("run_s", "wall_s", "process_s",
+                                                       "events_per_wall_s", "peak_rss_mib"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
+                       enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

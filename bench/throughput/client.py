@@ -25,19 +25,19 @@ class BadReply(Exception):
 class Target:
     """One server to drive: the LKM (ETSI routes) or the bare ceiling (``/bare/{body}``)."""
 
-    kind: str  # "lkm" or "bare"
+    kind: str  # "lkm", "ref" (an LKM of the commit measured against) or "bare"
     transport: str  # "http" or "mtls"
     base: str
     pki: Path | None = None
     pid: int | None = None
 
     def status_url(self, slave: str) -> str:
-        return (f"{self.base}/api/v1/keys/{slave}/status" if self.kind == "lkm"
-                else f"{self.base}/bare/status")
+        return (f"{self.base}/bare/status" if self.kind == "bare"
+                else f"{self.base}/api/v1/keys/{slave}/status")
 
     def enc_url(self, slave: str, size: int) -> str:
-        return (f"{self.base}/api/v1/keys/{slave}/enc_keys" if self.kind == "lkm"
-                else f"{self.base}/bare/enc_{size}")
+        return (f"{self.base}/bare/enc_{size}" if self.kind == "bare"
+                else f"{self.base}/api/v1/keys/{slave}/enc_keys")
 
     def dec_url(self, master: str) -> str:
         return f"{self.base}/api/v1/keys/{master}/dec_keys"

@@ -70,14 +70,14 @@ async def measure(args: argparse.Namespace, targets: dict[tuple[str, str], Targe
         """Run a phase; run it again (at most ``--retries`` times) if other processes took
         more than ``--noisy`` % of a core meanwhile, keeping the discarded runs on record."""
         for attempt in range(args.retries + 1):
-            if phase.server == "lkm":
+            if phase.server != "bare":
                 before = await refill(target)
                 syncs = await sync_total(target)
             waited = await quiet.wait()
             run = await drive(target, phase.workload, phase.concurrency, args.seconds,
                               args.warmup)
             run["waited_for_quiet_s"] = waited
-            if phase.server == "lkm":
+            if phase.server != "bare":
                 run["syncs_during_phase"] = await sync_total(target) - syncs
                 run["pool_before"] = before
             log(_progress(round_no, phase, run))
@@ -92,7 +92,10 @@ async def measure(args: argparse.Namespace, targets: dict[tuple[str, str], Targe
     for round_no in range(1, args.repeat + 1):
         for transport in args.transport:
             for concurrency in args.concurrency:
-                for server, names in (("bare", BARE_BODIES), ("lkm", WORKLOADS)):
+                servers = [("bare", BARE_BODIES), ("lkm", WORKLOADS)]
+                if ("ref", transport) in targets:  # --against: the other commit, alternately
+                    servers.append(("ref", WORKLOADS))
+                for server, names in servers:
                     for name in names:
                         phase = phases.setdefault((transport, server, name, concurrency),
                                                   Phase(transport, server, name, concurrency))
@@ -127,17 +130,23 @@ def figures(phases: dict[tuple[str, str, str, int], Phase]) -> list[dict[str, An
             "syncs_during_phases": sum(r.get("syncs_during_phase", 0) for r in phase.runs),
             "rps_runs": [r["rps"] for r in phase.runs],
         }
-        if server == "lkm":
+        if server != "bare":
             ceiling = phases.get((transport, "bare", CEILING_BODY[workload], concurrency))
             row["ceiling_body"] = CEILING_BODY[workload]
             row["ceiling_rps"] = ceiling.median("rps") if ceiling else math.nan
             row["ratio"] = row["rps"] / row["ceiling_rps"] if ceiling else math.nan
             if ceiling:
                 row["ratio_runs"] = [r["rps"] / b["rps"] for r, b in zip(phase.runs, ceiling.runs)]
+        other = phases.get((transport, "ref", workload, concurrency))
+        if server == "lkm" and other is not None and other.median("rps") > 0:  # vs the other
+            row["vs_ref"] = row["rps"] / other.median("rps")
+            row["vs_ref_runs"] = [r["rps"] / o["rps"] for r, o in zip(phase.runs, other.runs)]
+            row["vs_ref_p99"] = row["p99_ms"] / other.median("p99_ms")
         rows.append(row)
     order = {"http": 0, "mtls": 1}
+    servers = {"bare": 0, "lkm": 1, "ref": 2}
     rows.sort(key=lambda r: (order.get(r["transport"], 9), r["concurrency"],
-                             r["server"] != "bare", WORKLOADS.index(r["workload"])))
+                             servers[r["server"]], WORKLOADS.index(r["workload"])))
     return rows
 
 
@@ -172,7 +181,7 @@ def describe_target(t: dict[str, Any]) -> str:
 
 TABLE_HEAD = ("transport", "c", "server", "workload", "units/s", "p50 ms", "p99 ms",
               "ceiling/s", "% ceiling", "srv CPU %", "srv us/unit", "db thr us/unit",
-              "other CPU %")
+              "other CPU %", "x ref")
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -188,6 +197,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             "" if bare else f"{100 * r['ratio']:.0f} %",
             f"{r['server_cpu_pct']:.0f}", f"{r['server_cpu_us_per_unit']:.0f}",
             f"{r['server_other_threads_us_per_unit']:.0f}", f"{r['other_cpu_pct']:.0f}",
+            f"{r['vs_ref']:.3f}" if "vs_ref" in r else "",
         ))
     return out
 

@@ -94,6 +94,16 @@ async def measure_all(args: argparse.Namespace, work: Path, pki: Path,
         bodies = await capture_bodies(capture_from)
         bodies_path = work / "bodies.json"
         bodies_path.write_text(json.dumps(bodies))
+        if args.against:
+            other = export_tree(args.against, work / "against")
+            log(f"measuring against commit {commit(args.against)} ({args.against}), exported to "
+                f"{other}: its LKM runs right after this tree's in every round")
+            for transport in args.transport:
+                server, target = start_lkm(f"ref-{transport}", transport, work, pki, tree=other,
+                                           kind="ref")
+                servers.append(server)
+                await register(target)
+                targets[("ref", transport)] = target
         for transport in args.transport:
             server, target = start_bare(f"bare-{transport}", transport, work, pki, bodies_path)
             servers.append(server)
@@ -136,6 +146,9 @@ def main(doc: str) -> int:
                         "target while others edit nodes/, and before/after comparisons")
     parser.add_argument("--tree", type=Path, help="serve the LKM from this folder (a copy of "
                         "the project with a prototype change), as it is")
+    parser.add_argument("--against", metavar="REF", help="also serve an LKM from this commit "
+                        "and measure it in the same rounds, right after this tree's: the "
+                        "'x ref' column is this tree's rate over REF's (e.g. --against HEAD~1)")
     parser.add_argument("--out", type=Path, default=RESULTS / "node_throughput.json")
     parser.add_argument("--markdown", type=Path, metavar="JSON",
                         help="print the table and targets of a results file as Markdown, and exit")
@@ -160,7 +173,9 @@ def main(doc: str) -> int:
         args.profile = True
         if args.out == RESULTS / "node_throughput.json":
             args.out = RESULTS / "node_throughput_profile.json"
-    phases = len(args.transport) * len(args.concurrency) * (len(BARE_BODIES) + len(WORKLOADS))
+    lkms = 2 if args.against else 1
+    phases = len(args.transport) * len(args.concurrency) * (len(BARE_BODIES) +
+                                                            lkms * len(WORKLOADS))
     estimate = 0 if args.profile_only else phases * args.repeat * (args.seconds + args.warmup + 0.5)
     if args.profile:
         estimate += len(args.transport) * (args.profile_seconds + args.warmup + 10)
@@ -176,6 +191,10 @@ def main(doc: str) -> int:
             check=True, capture_output=True, text=True).stdout.strip()
     if args.tree and args.ref:
         parser.error("--tree and --ref exclude each other")
+    if args.against:  # pinned now, like --ref
+        args.against = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{args.against}^{{commit}}"], cwd=ROOT,
+            check=True, capture_output=True, text=True).stdout.strip()
     tree_before, load_before = tree_fingerprint(), os.getloadavg()
     result = asyncio.run(run_all(args, lambda line: print(line, flush=True)))
     tree_after = tree_fingerprint()
@@ -185,6 +204,7 @@ def main(doc: str) -> int:
     report = {"benchmark": "node_throughput",
               "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "commit": f"tree {args.tree}" if args.tree else commit(args.ref), "ref": args.ref,
+              "against": commit(args.against) if args.against else None,
               "dirty_files": [] if args.ref or args.tree else dirty_files(),
               "code_fingerprint": {"before": tree_before, "after": tree_after,
                                    "changed_during_run": tree_before != tree_after},

@@ -64,8 +64,9 @@ async def capture_bodies(target: Target) -> dict[str, str]:
 # -- servers ------------------------------------------------------------------------------------
 
 def start_lkm(name: str, transport: str, work: Path, pki: Path,
-              profile_to: Path | None = None,
-              db: str | None = None) -> tuple[ServerProcess, Target]:
+              profile_to: Path | None = None, db: str | None = None,
+              tree: Path | None = None, kind: str = "lkm") -> tuple[ServerProcess, Target]:
+    """An LKM served by ``run_scenario.py --serve`` of the served tree (or ``tree``)."""
     env = {"PORT": str(free_port()), "HOST": "127.0.0.1",
            "USER_KEY_POOL_DB": str(work / f"{db or name}.db"), "MAX_KEYS_PER_REQUEST": "100",
            "USE_HTTPS": "false"}
@@ -77,8 +78,8 @@ def start_lkm(name: str, transport: str, work: Path, pki: Path,
         argv += ["-m", "cProfile", "-o", str(profile_to)]
     argv += ["run_scenario.py", "--serve"]
     server = ServerProcess(name, argv, env, work / f"{name}.log", ready="serving",
-                           cwd=SOURCE["tree"])
-    return server, Target("lkm", transport, server.url_from_first_line(), pki, server.pid)
+                           cwd=tree or SOURCE["tree"])
+    return server, Target(kind, transport, server.url_from_first_line(), pki, server.pid)
 
 
 def start_bare(name: str, transport: str, work: Path, pki: Path,
