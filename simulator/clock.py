@@ -64,6 +64,10 @@ class Clock(Protocol):
         """Let everything due now happen, without moving time."""
         ...
 
+    def add_check(self, check: Check) -> None:
+        """In debug runs: ``check()`` must return None whenever time is about to move."""
+        ...
+
 
 @dataclass(order=True, slots=True)
 class _Entry:
@@ -241,6 +245,9 @@ class WallClock:
 
     async def settle(self) -> None:
         await self.activity.wait_idle()
+
+    def add_check(self, check: Check) -> None:
+        """Real time moves on its own: there is no step to check before."""
 
 
 def _epoch_now() -> float:

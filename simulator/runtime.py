@@ -42,7 +42,7 @@ class Simulation:
         self.system = ActorSystem(self.activity, self.clock)
         self.recorder = Recorder()
         self.debug = debug_from_env() if debug is None else debug
-        if self.debug and isinstance(self.clock, VirtualClock):
+        if self.debug:
             self.clock.add_check(self.system.quiet_problem)
 
     def derived_rng(self, name: str) -> random.Random:
