@@ -93,9 +93,10 @@ class Activity:
         return TaskLease(self, owner)
 
     def _begin(self, lease: Lease) -> None:
+        if not self._held:  # the event is set exactly while nothing is held
+            self._idle.clear()
         self._held.add(lease)
         self.changes += 1
-        self._idle.clear()
 
     def _end(self, lease: Lease) -> None:
         self._held.discard(lease)

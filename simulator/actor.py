@@ -104,7 +104,10 @@ class Envelope(Lease):
         self.to = to
         self.message = message
         self.reply = reply
-        super().__init__(activity)
+        self._activity = activity  # Lease.__init__, inlined: this runs for every message
+        self.held = True
+        self.waiting = False
+        activity._begin(self)
 
     def describe(self) -> str:
         return f"{self.to} <- {type(self.message).__name__}"

@@ -234,25 +234,36 @@ class Plan:
 def plan(node: KeyNode, message: Any) -> Plan:
     """Check what the node can check before the store (raising the first refusal), and plan
     the rest in :data:`REFUSAL_ORDER`'s order."""
+    before, after = _NODE_CHECKS[type(message)]
     request = REQUESTS[type(message)](node, message)
-    rules = REFUSAL_ORDER[type(message)]
-    first_store = next(i for i, rule in enumerate(rules) if rule.where == "store")
-    _raise_first(request, rules[:first_store])
-    later = rules[first_store:]
+    _raise_first(request, before)
+    if not after:
+        return Plan(request.transaction(), request.reply)
 
     async def reply(outcome: Any) -> Any:
         if not isinstance(outcome, QKDError):
-            _raise_first(request, later)
+            _raise_first(request, after)
         return await request.reply(outcome)
     return Plan(request.transaction(), reply)
 
 
-def _raise_first(request: Request, rules: tuple[Refusal, ...]) -> None:
-    for rule in rules:
-        if rule.where == "node":
-            refusal = getattr(request, f"check_{rule.key}")()
-            if refusal is not None:
-                raise refusal
+def _raise_first(request: Request, checks: tuple[str, ...]) -> None:
+    for check in checks:
+        refusal = getattr(request, check)()
+        if refusal is not None:
+            raise refusal
+
+
+def _node_checks(rules: tuple[Refusal, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of a request's node checks before its first store rule, and after it."""
+    first_store = next(i for i, rule in enumerate(rules) if rule.where == "store")
+    names = [f"check_{rule.key}" if rule.where == "node" else "" for rule in rules]
+    return (tuple(n for n in names[:first_store] if n),
+            tuple(n for n in names[first_store:] if n))
+
+
+#: REFUSAL_ORDER's node checks, split once: message type -> (before the store, after it)
+_NODE_CHECKS = {kind: _node_checks(rules) for kind, rules in REFUSAL_ORDER.items()}
 
 
 def _check_table() -> None:

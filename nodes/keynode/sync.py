@@ -28,6 +28,7 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nodes.keynode.config import SyncPolicy
 
@@ -36,9 +37,9 @@ LEVEL_REASONS = ("threshold", "emergency")
 RETRY_S = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class PoolLevel:
-    """What the policy needs of a pool: whose it is, where it is homed, how full it is."""
+class PoolLevel(NamedTuple):
+    """What the policy needs of a pool: whose it is, where it is homed, how full it is (one is
+    made per delivery: a named tuple is the cheapest immutable record)."""
 
     sae_id: str
     available_keys: int
