@@ -143,3 +143,18 @@ async def test_the_debug_check_fails_a_run_whose_clock_would_pass_a_mailbox_hold
     with pytest.raises(ClockError, match="sleeper still holds 1 message"):
         await sim.run(2)
     await sim.shutdown()
+
+
+async def test_a_reply_that_comes_after_its_asker_stopped_leaves_no_work_counted() -> None:
+    """The asker waits (in clock time) on a slow actor and is stopped meanwhile; the reply
+    that comes later must not count the gone asker's work again (the run would never idle)."""
+    sim = Simulation(seed=0)
+    log: list = []
+    sleeper = await sim.spawn(Sleeper(sim.clock))
+    asker = await sim.spawn(Asker(sleeper, sim.clock, log))
+    asker.tell(7200.0)
+    sim.clock.call_later(100, lambda: sim.start_task(sim.system.stop("asker")))
+    await asyncio.wait_for(sim.run(10000), timeout=10)
+    assert log == [] and sim.activity.busy == 0 and sim.system.failures == []
+    assert sim.system.names() == ["sleeper"]
+    await sim.shutdown()

@@ -83,3 +83,26 @@ async def test_keys_delivered_before_an_lkm_crash_are_read_once_after_the_restar
     failures = [e for e in recorded if e["kind"] == "failure"]
     down = {"SAE_ALICE_001": (1.25 * 86400, 1.25 * 86400 + 3600), "SAE_BOB_001": (crash_s, restart_s)}
     assert failures and all(down[e["node"]][0] <= e["t_s"] < down[e["node"]][1] for e in failures)
+
+
+async def test_an_lkm_that_crashes_when_its_scheduled_sync_is_due_is_told_nothing_more(
+        tmp_path) -> None:
+    """The 24 h sync queues an order and the worker's start at the very time the LKM crashes:
+    the crash cancels the start, so nothing is told to the stopped actor (a dead letter would
+    fail the run), and the restarted LKM goes on."""
+    data = {
+        "name": "crash_at_sync", "seed": 3, "duration": "2d", "transport": "direct",
+        "defaults": {"pool_size": 100, "sync": {"interval": "24h"}},
+        "kms": [{"id": "KM1"}], "lkms": [{"id": "LKM_A", "km": "KM1"}],
+        "saes": [{"id": "SAE_ALICE_001", "email": "a@example.com", "lkm": "LKM_A"},
+                 {"id": "SAE_BOB_001", "email": "b@example.com", "lkm": "LKM_A"}],
+        "traffic": [{"from": "SAE_ALICE_001", "to": "SAE_BOB_001", "mails_per_hour": 4,
+                     "mail_bytes": 3000}],
+        "outages": [{"at": "1d", "target": "LKM_A", "kind": "crash", "for": "1h"}],
+        "expect": ["no_key_reuse", "all_received_keys_match"]}
+    outcome = await run(parse_scenario(data), tmp_path / "out")
+    assert outcome.actor_failures == () and outcome.exit_code == 0
+    recorded = events(tmp_path / "out")
+    assert [e for e in recorded if e["kind"] == "delivery" and e["t_s"] > 25 * 3600]
+    audit = outcome.summary["audit"]
+    assert audit["mails_received"] == audit["mails_sent"] > 100

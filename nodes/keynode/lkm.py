@@ -86,7 +86,7 @@ class LocalKeyManager(Actor):
         self._local: set[str] | None = None  # who is at home here (this actor is the only writer)
         self.sync = SyncScheduler(config.sync)
         self._timer: Timer | None = None
-        self._launch_pending = False
+        self._launch: Timer | None = None  # the worker's start, due in a clock step of its own
         self._worker: asyncio.Task[None] | None = None
         self._waits: list[_SyncWait] = []
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
@@ -94,7 +94,7 @@ class LocalKeyManager(Actor):
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
             GetKeyState: self._key_state, Audit: self._audit, AddRemote: self._add_remote,
             ShipSlice: self._ship, UnshipSlice: self._unship, SyncDone: self._sync_done,
-            LaunchSync: self._launch,
+            LaunchSync: self._launched,
         }
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -103,13 +103,14 @@ class LocalKeyManager(Actor):
         """Open the store; a restart starts from what it holds, with no sync state of before."""
         self._local = None
         self.sync = SyncScheduler(self.config.sync)
-        self._launch_pending, self._worker, self._waits = False, None, []
+        self._launch, self._worker, self._waits = None, None, []
         self._store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store)
         self._schedule_sync()
 
     async def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._launch):  # a stopped LKM is told nothing more
+            if timer is not None:
+                timer.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()  # it gives back what it was relaying
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -329,12 +330,11 @@ class LocalKeyManager(Actor):
             return
         if at_once:
             self._begin_work()
-        elif not self._launch_pending:
-            self._launch_pending = True
-            self.clock.call_later(0.0, lambda: self.ref.tell(LaunchSync()))
+        elif self._launch is None:
+            self._launch = self.clock.call_later(0.0, lambda: self.ref.tell(LaunchSync()))
 
-    async def _launch(self, msg: LaunchSync) -> None:
-        self._launch_pending = False
+    async def _launched(self, msg: LaunchSync) -> None:
+        self._launch = None
         self._begin_work()
 
     def _begin_work(self) -> None:
