@@ -136,8 +136,7 @@ class Progress:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from nodes.run import format_outcome, run, serve
-    from nodes.run import ScenarioError
+    from nodes.run import ScenarioError, format_outcome, run, serve
 
     scenario = load(args.scenario, args.seed, args.until)
     if scenario is None:

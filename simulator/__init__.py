@@ -5,8 +5,7 @@ This is the package's public surface; the rooms of ``nodes`` import only these n
 """
 
 from simulator.activity import Activity, Lease, Stalled
-from simulator.actor import (Actor, ActorRef, ActorStopped, AskTimeout, Directive, Failure,
-                             Promise)
+from simulator.actor import Actor, ActorRef, ActorStopped, AskTimeout, Directive, Failure, Promise
 from simulator.clock import Clock, ClockError, Progress, Timer, VirtualClock, WallClock
 from simulator.durations import format_duration, parse_duration
 from simulator.metrics import Event, Recorder, Sample, event_json, format_float, merge_counts

@@ -25,8 +25,6 @@ from simulator.metrics import Recorder
 from simulator.system import SYSTEM, ActorSystem
 
 
-
-
 def debug_from_env() -> bool:
     return os.environ.get("QKDSIM_DEBUG", "0") not in ("", "0")
 

@@ -22,8 +22,17 @@ from collections import deque
 from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 from simulator.activity import CURRENT_LEASE, Activity
-from simulator.actor import (A, Actor, ActorRef, ActorStopped, AskTimeout, Directive, Envelope,
-                             Failure, Promise)
+from simulator.actor import (
+    A,
+    Actor,
+    ActorRef,
+    ActorStopped,
+    AskTimeout,
+    Directive,
+    Envelope,
+    Failure,
+    Promise,
+)
 from simulator.clock import Clock
 
 T = TypeVar("T")

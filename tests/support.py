@@ -11,9 +11,9 @@ import aiohttp
 
 from nodes.keynode.config import NodeConfig, TlsFiles
 from nodes.keynode.store import KeyStore, audit, pools
+from nodes.keynode.supply import LocalKeySupply
 from nodes.server.pki import PkiFiles, client_ssl_context, write_pki
 from nodes.server.serve import ServedNode
-from nodes.keynode.supply import LocalKeySupply
 from simulator import ActorSystem
 from simulator.clock import WallClock
 

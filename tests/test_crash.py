@@ -24,7 +24,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from nodes.keynode.store import KeyStore, audit as store_audit
+from nodes.keynode.store import KeyStore
+from nodes.keynode.store import audit as store_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1/keys"

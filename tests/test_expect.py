@@ -13,8 +13,8 @@ from nodes.run.expect import (
     longest_empty_s,
     recovery_s,
 )
-from simulator.metrics import Recorder
 from nodes.run.scenario import Expectation
+from simulator.metrics import Recorder
 
 POOL = "LKM_A/SAE_BOB_001"
 CLEAN_AUDIT = {"reused_key_ids": 0, "mismatched_keys": 0}

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from nodes.keynode.errors import (AlreadyRegistered, BadRequest, InsufficientKeys, KeysNotFound,
-                          NotFound, Unauthorized)
+from nodes.keynode.errors import (
+    AlreadyRegistered,
+    BadRequest,
+    InsufficientKeys,
+    KeysNotFound,
+    NotFound,
+    Unauthorized,
+)
 from nodes.keynode.store import Key, KeyState, KeyStore, delivery, pools, shipping
 from nodes.keynode.store import audit as store_audit
 
@@ -257,8 +263,8 @@ async def test_an_unexpected_error_in_many_rolls_the_whole_transaction_back(stor
 
 async def test_every_key_state_in_the_store_is_named_by_the_enum() -> None:
     """The SQL of the store writes states as KeyState values, never as bare numbers."""
-    from pathlib import Path
     import re
+    from pathlib import Path
     store_dir = Path(__file__).resolve().parent.parent / "nodes" / "keynode" / "store"
     literal = re.compile(r"status\s*(=|!=|IN\s*\(|>|<)\s*\d|status = \d|, \d, \?")
     for module in sorted(store_dir.glob("*.py")):

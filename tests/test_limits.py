@@ -18,9 +18,9 @@ import yarl
 from prometheus_client.parser import text_string_to_metric_families
 
 from nodes.keynode.config import NodeConfig, TlsFiles
+from nodes.keynode.supply import LocalKeySupply
 from nodes.server.pki import client_ssl_context, write_pki
 from nodes.server.serve import ServedNode, ServerTimeouts
-from nodes.keynode.supply import LocalKeySupply
 from simulator import ActorSystem
 from simulator.clock import WallClock
 from tests.support import API, Node, decoded

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
-from nodes.keynode.store import Key
 from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus, Refill
+from nodes.keynode.store import Key
 from tests.support import API, Node, decoded, pool_status, store_audit
 
 ALICE, BOB, CAROL, EVE = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001", "SAE_EVE_001"

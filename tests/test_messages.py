@@ -11,8 +11,18 @@ from nodes.keynode.store import Key
 from nodes.keynode.supply import Shipment
 from nodes.keynode.sync import PoolLevel, SyncOrder, SyncOutcome
 from nodes.keynode.worker import SyncNext
-from nodes.network import (Degrade, Generate, GetLatency, Level, Ping, Refund, SetDown,
-                           SetLatency, SetUp, Spend)
+from nodes.network import (
+    Degrade,
+    Generate,
+    GetLatency,
+    Level,
+    Ping,
+    Refund,
+    SetDown,
+    SetLatency,
+    SetUp,
+    Spend,
+)
 from nodes.traffic import MailArrived, SendMail
 
 ORDER = SyncOrder(7, "threshold", "SAE_B", 12, 1024, "LKM_B")

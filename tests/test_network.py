@@ -12,15 +12,14 @@ import aiohttp
 import pytest
 
 from nodes.keynode.errors import KMUnreachable
-from nodes.run.harness import run
-from nodes.keynode.messages import ListPools
-from nodes.run.builder import Network
-from nodes.keynode.messages import Sync
+from nodes.keynode.messages import ListPools, Sync
 from nodes.keynode.store import audit as store_audit
 from nodes.network.link import Level, SetLatency, SetUp
 from nodes.network.routing import edge_key
-from simulator.runtime import Simulation
+from nodes.run.builder import Network
+from nodes.run.harness import run
 from nodes.run.scenario import parse_scenario
+from simulator.runtime import Simulation
 
 API = "/api/v1/keys"
 A, B, C = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001"

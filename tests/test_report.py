@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simulator.metrics import Recorder
 from nodes.run.report import (
     MAX_POOL_LINES,
     format_summary_table,
-    plot_pool_levels,
     outage_windows_from_events,
+    plot_pool_levels,
     summarise,
     write_report,
 )
+from simulator.metrics import Recorder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BOB = "LKM_A/SAE_BOB_001"

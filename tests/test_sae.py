@@ -12,8 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from nodes.traffic.sae import (UNREACHABLE, HttpTransport, MailAudit, Reply, SendMail,
-                               SimulatedSAE)
+from nodes.traffic.sae import UNREACHABLE, HttpTransport, MailAudit, Reply, SendMail, SimulatedSAE
 from simulator import WallClock
 from tests.support import Node, store_audit
 

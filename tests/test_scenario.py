@@ -11,7 +11,6 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.durations import format_duration, parse_duration
 from nodes.keynode.naming import RESERVED_IDS, sae_id_problem
 from nodes.run.scenario import (
     MailTraffic,
@@ -22,6 +21,7 @@ from nodes.run.scenario import (
     parse_scenario,
     scenario_json_schema,
 )
+from simulator.durations import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 

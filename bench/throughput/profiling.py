@@ -21,7 +21,6 @@ from .constants import SOURCE, TARGET_CONCURRENCY, TRANSPORT_NAMES
 from .rounds import Quiet
 from .servers import register, start_lkm
 
-
 HOP_SELF_PIPE = ("_read_from_self", "_process_self_data", "_write_to_self",
                  "call_soon_threadsafe")
 OBSERVABILITY, API, PKI = (f"nodes/server/{m}.py" for m in ("observability", "api", "pki"))

@@ -14,8 +14,14 @@ from typing import Any
 from common import system_busy_s
 
 from .client import Target, drive
-from .constants import (BARE_BODIES, CEILING_BODY, TARGET_CONCURRENCY, TARGETS,
-                        TRANSPORT_NAMES, WORKLOADS)
+from .constants import (
+    BARE_BODIES,
+    CEILING_BODY,
+    TARGET_CONCURRENCY,
+    TARGETS,
+    TRANSPORT_NAMES,
+    WORKLOADS,
+)
 from .servers import refill, sync_total
 
 

@@ -17,16 +17,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import (RESULTS, ROOT, ServerProcess, commit, dirty_files, export_tree, machine,
-                    markdown_table, table, tree_fingerprint)
+from common import (
+    RESULTS,
+    ROOT,
+    ServerProcess,
+    commit,
+    dirty_files,
+    export_tree,
+    machine,
+    markdown_table,
+    table,
+    tree_fingerprint,
+)
 
 from .client import Target
 from .constants import BARE_BODIES, POOL_KEYS, SOURCE, WORKLOADS
 from .profiling import profile, profile_path
-from .rounds import (TABLE_HEAD, Phase, Quiet, describe_target, evaluate_targets, figures,
-                     measure, table_rows)
-from .servers import (bare_server, capture_bodies, register, start_bare, start_lkm,
-                      write_pki)
+from .rounds import (
+    TABLE_HEAD,
+    Phase,
+    Quiet,
+    describe_target,
+    evaluate_targets,
+    figures,
+    measure,
+    table_rows,
+)
+from .servers import bare_server, capture_bodies, register, start_bare, start_lkm, write_pki
 from .store_hops import db_experiment, db_experiment_process, db_experiment_text
 
 

@@ -15,7 +15,6 @@ from common import ServerProcess, free_port
 from .client import ENC_PAYLOAD, BadReply, Client, Target
 from .constants import ALICE, BOB, POOL_KEYS, SCRIPT, SOURCE
 
-
 # -- LKM set-up, refills, sync counts -------------------------------------------------------------
 
 async def register(target: Target) -> None:

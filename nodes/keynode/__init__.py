@@ -7,14 +7,38 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 
 from nodes.keynode.config import ENV_VARIABLES, ConfigError, NodeConfig, SyncPolicy, TlsFiles
 from nodes.keynode.directory import Directory
-from nodes.keynode.errors import (AlreadyRegistered, BadRequest, ExtensionMandatoryUnmet,
-                                  ExtensionMandatoryUnsupported, InsufficientKeys, KeysNotFound,
-                                  KMUnreachable, MethodNotAllowed, NotFound, PayloadTooLarge,
-                                  QKDError, SizeNotMultipleOf8, Unauthorized)
+from nodes.keynode.errors import (
+                                  AlreadyRegistered,
+                                  BadRequest,
+                                  ExtensionMandatoryUnmet,
+                                  ExtensionMandatoryUnsupported,
+                                  InsufficientKeys,
+                                  KeysNotFound,
+                                  KMUnreachable,
+                                  MethodNotAllowed,
+                                  NotFound,
+                                  PayloadTooLarge,
+                                  QKDError,
+                                  SizeNotMultipleOf8,
+                                  Unauthorized,
+)
 from nodes.keynode.lkm import LocalKeyManager, Observer, ignore
-from nodes.keynode.messages import (AddRemote, Audit, DeleteUser, GetKeys, GetKeyState,
-                                    GetKeysWithIds, GetKmStatus, GetStatus, ListPools, Refill,
-                                    Register, ShipSlice, Sync, UnshipSlice)
+from nodes.keynode.messages import (
+                                  AddRemote,
+                                  Audit,
+                                  DeleteUser,
+                                  GetKeys,
+                                  GetKeyState,
+                                  GetKeysWithIds,
+                                  GetKmStatus,
+                                  GetStatus,
+                                  ListPools,
+                                  Refill,
+                                  Register,
+                                  ShipSlice,
+                                  Sync,
+                                  UnshipSlice,
+)
 from nodes.keynode.naming import RESERVED_IDS, check_sae_id, pool_node, sae_id_problem
 from nodes.keynode.store import Key, KeyState, KeyStore
 from nodes.keynode.supply import KeySupply, LocalKeySupply, Shipment

@@ -28,17 +28,28 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.directory import Directory
 from nodes.keynode.errors import BadRequest, KMUnreachable, NotFound, QKDError
-from nodes.keynode.messages import (AddRemote, Audit, DeleteUser, GetKeyState, GetKmStatus,
-                                    LaunchSync, ListPools, Refill, Register, ShipSlice, Sync,
-                                    SyncDone, UnshipSlice)
+from nodes.keynode.messages import (
+    AddRemote,
+    Audit,
+    DeleteUser,
+    GetKeyState,
+    GetKmStatus,
+    LaunchSync,
+    ListPools,
+    Refill,
+    Register,
+    ShipSlice,
+    Sync,
+    SyncDone,
+    UnshipSlice,
+)
 from nodes.keynode.naming import check_sae_id, pool_node
 from nodes.keynode.requests import KEY_REQUESTS, Plan, plan
-from nodes.keynode.store import (KeyStore, PoolStatus, audit, delivery, pools, shipping,
-                                 synclog)
+from nodes.keynode.store import KeyStore, PoolStatus, audit, delivery, pools, shipping, synclog
 from nodes.keynode.supply import KeySupply
 from nodes.keynode.sync import SYNC_REASONS, PoolLevel, SyncOrder, SyncOutcome, SyncScheduler
-from nodes.keynode.worker import SyncNext, SyncWorker
 from nodes.keynode.views import pools_view
+from nodes.keynode.worker import SyncNext, SyncWorker
 from simulator import Actor, Clock, Promise, Timer
 
 

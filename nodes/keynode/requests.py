@@ -16,12 +16,20 @@ from typing import Any, Awaitable, Callable, ClassVar, Protocol
 
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.directory import Directory
-from nodes.keynode.errors import (BadRequest, ExtensionMandatoryUnmet,
-                                  ExtensionMandatoryUnsupported, InsufficientKeys, KeysNotFound,
-                                  NotFound, QKDError, SizeNotMultipleOf8, Unauthorized)
+from nodes.keynode.errors import (
+    BadRequest,
+    ExtensionMandatoryUnmet,
+    ExtensionMandatoryUnsupported,
+    InsufficientKeys,
+    KeysNotFound,
+    NotFound,
+    QKDError,
+    SizeNotMultipleOf8,
+    Unauthorized,
+)
 from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus
-from nodes.keynode.store import Key, KeyStore, PoolStatus, Txn, delivery, pools
 from nodes.keynode.naming import pool_node
+from nodes.keynode.store import Key, KeyStore, PoolStatus, Txn, delivery, pools
 from nodes.keynode.views import status_view
 
 SUPPORTED_EXTENSIONS = frozenset({"target_user_id"})

@@ -5,8 +5,7 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 """
 
 from nodes.network.km import Generate, KeyManager, Ping, SetDown
-from nodes.network.link import (Degrade, GetLatency, Level, QKDLink, Refund, SetLatency, SetUp,
-                                Spend)
+from nodes.network.link import Degrade, GetLatency, Level, QKDLink, Refund, SetLatency, SetUp, Spend
 from nodes.network.relay import KMNetwork
 from nodes.network.routing import Edge, edge_key, hops, km_graph, shortest_path
 

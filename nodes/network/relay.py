@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import networkx as nx
 
-from nodes.keynode import Directory, KMUnreachable, Key, ShipSlice, Shipment, UnshipSlice
+from nodes.keynode import Directory, Key, KMUnreachable, Shipment, ShipSlice, UnshipSlice
 from nodes.network.km import Generate, Ping
 from nodes.network.link import GetLatency, Refund, Spend
 from nodes.network.routing import Edge, hops, shortest_path

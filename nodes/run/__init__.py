@@ -11,8 +11,13 @@ from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.harness import RunOutcome, format_outcome, run, serve
 from nodes.run.outages import OUTAGES
 from nodes.run.report import write_report
-from nodes.run.scenario import (Scenario, ScenarioError, load_scenario, parse_scenario,
-                                scenario_json_schema)
+from nodes.run.scenario import (
+                                Scenario,
+                                ScenarioError,
+                                load_scenario,
+                                parse_scenario,
+                                scenario_json_schema,
+)
 
 __all__ = [
     "ExpectationResult", "Network", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",

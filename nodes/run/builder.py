@@ -20,14 +20,33 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from nodes.keynode import (AddRemote, Audit, Directory, ListPools, NodeConfig, Register, Sync,
-                           SyncPolicy, pool_node)
-from nodes.network import Edge, KMNetwork, KeyManager, QKDLink, edge_key, km_graph
+from nodes.keynode import (
+    AddRemote,
+    Audit,
+    Directory,
+    ListPools,
+    NodeConfig,
+    Register,
+    Sync,
+    SyncPolicy,
+    pool_node,
+)
+from nodes.network import Edge, KeyManager, KMNetwork, QKDLink, edge_key, km_graph
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
 from nodes.server import ServedNode, safe_file_stem
-from nodes.traffic import (DirectTransport, Flow, HttpTransport, MailAudit, Replayer, SimulatedSAE,
-                           TraceWriter, Transport, load_trace, recorder_hook)
+from nodes.traffic import (
+    DirectTransport,
+    Flow,
+    HttpTransport,
+    MailAudit,
+    Replayer,
+    SimulatedSAE,
+    TraceWriter,
+    Transport,
+    load_trace,
+    recorder_hook,
+)
 from simulator import ActorRef, Simulation
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time

@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from simulator import Recorder, format_duration
 from nodes.run.scenario import Expectation
+from simulator import Recorder, format_duration
 
 POOL_KEYS = "pool_keys"
 POOL_THRESHOLD_KEYS = "pool_threshold_keys"

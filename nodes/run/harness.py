@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from nodes.run.builder import Network
-from nodes.traffic import TraceWriter
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.report import format_summary_table, write_report
-from simulator import ClockError, Progress, Simulation, Stalled
 from nodes.run.scenario import Scenario
-
+from nodes.traffic import TraceWriter
+from simulator import ClockError, Progress, Simulation, Stalled
 
 MAX_PRINTED_ROWS = 40
 STALL_S = 60.0  # wall seconds without any progress before a virtual run is declared hung

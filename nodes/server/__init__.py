@@ -6,8 +6,15 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 
 from nodes.server.api import caller_of, create_app, keys_body
 from nodes.server.observability import NodeLog, NodeMetrics, caller_for_log
-from nodes.server.pki import (PkiFiles, client_ssl_context, common_name_from_der, curl_example,
-                              safe_file_stem, server_ssl_context, write_pki)
+from nodes.server.pki import (
+                              PkiFiles,
+                              client_ssl_context,
+                              common_name_from_der,
+                              curl_example,
+                              safe_file_stem,
+                              server_ssl_context,
+                              write_pki,
+)
 from nodes.server.serve import ServedNode, ServerTimeouts, serve_forever
 
 __all__ = [

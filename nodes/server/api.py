@@ -22,10 +22,28 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from nodes.keynode import (BadRequest, DeleteUser, GetKeyState, GetKeys, GetKeysWithIds,
-                           GetKmStatus, GetStatus, Key, ListPools, MethodNotAllowed, NodeConfig,
-                           NotFound, PayloadTooLarge, QKDError, RESERVED_IDS, Refill, Register,
-                           Sync, Unauthorized, sync_view)
+from nodes.keynode import (
+    RESERVED_IDS,
+    BadRequest,
+    DeleteUser,
+    GetKeys,
+    GetKeyState,
+    GetKeysWithIds,
+    GetKmStatus,
+    GetStatus,
+    Key,
+    ListPools,
+    MethodNotAllowed,
+    NodeConfig,
+    NotFound,
+    PayloadTooLarge,
+    QKDError,
+    Refill,
+    Register,
+    Sync,
+    Unauthorized,
+    sync_view,
+)
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
 from simulator import ActorRef, Clock

@@ -20,9 +20,16 @@ from typing import Any, Callable, Sequence
 
 from aiohttp import web
 
+from nodes.keynode import (
+    Directory,
+    KeySupply,
+    LocalKeyManager,
+    LocalKeySupply,
+    NodeConfig,
+    Observer,
+    ignore,
+)
 from nodes.server.api import create_app
-from nodes.keynode import (Directory, KeySupply, LocalKeyManager, LocalKeySupply, NodeConfig,
-                           Observer, ignore)
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
 from simulator import ActorRef, ActorSystem, Clock, WallClock

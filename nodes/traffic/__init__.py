@@ -4,10 +4,24 @@ of external clients replayed in virtual time.
 Its public surface is ``__all__``; other rooms import only these names, from this package.
 """
 
-from nodes.traffic.sae import (DirectTransport, Flow, HttpTransport, MailArrived, MailAudit,
-                               SendMail, SimulatedSAE, Transport)
-from nodes.traffic.trace import (SIMULATED_HEADER, Replayer, TraceEntry, TraceWriter, load_trace,
-                                 recorder_hook)
+from nodes.traffic.sae import (
+                               DirectTransport,
+                               Flow,
+                               HttpTransport,
+                               MailArrived,
+                               MailAudit,
+                               SendMail,
+                               SimulatedSAE,
+                               Transport,
+)
+from nodes.traffic.trace import (
+                               SIMULATED_HEADER,
+                               Replayer,
+                               TraceEntry,
+                               TraceWriter,
+                               load_trace,
+                               recorder_hook,
+)
 
 __all__ = [
     "DirectTransport", "Flow", "HttpTransport", "MailArrived", "MailAudit", "Replayer",

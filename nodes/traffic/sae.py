@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import aiohttp
 
-from nodes.server import keys_body
 from nodes.keynode import GetKeys, GetKeysWithIds, QKDError
+from nodes.server import keys_body
 from nodes.traffic.trace import SIMULATED_HEADER
 from simulator import Actor, ActorRef, ActorStopped, Clock
 

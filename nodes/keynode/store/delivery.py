@@ -20,8 +20,15 @@ from typing import Sequence
 
 from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
 from nodes.keynode.store.connection import Txn
-from nodes.keynode.store.keys import (Key, KeyState, composite_key, composite_parts,
-                                      join_parts, key_id_for, split_composite)
+from nodes.keynode.store.keys import (
+    Key,
+    KeyState,
+    composite_key,
+    composite_parts,
+    join_parts,
+    key_id_for,
+    split_composite,
+)
 from nodes.keynode.store.pools import POOL_STATUS, PoolStatus, count, take_seqs
 from nodes.keynode.store.schema import fetchall, marks
 

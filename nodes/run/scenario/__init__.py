@@ -7,9 +7,23 @@ the whole :class:`Scenario`, :mod:`.loading` reading files and the JSON Schema.
 from nodes.run.scenario.checks import reference_errors, target_kinds
 from nodes.run.scenario.loading import load_scenario, parse_scenario, scenario_json_schema
 from nodes.run.scenario.model import LKMSettings, Scenario, ScenarioError
-from nodes.run.scenario.schema import (BARE_EXPECTATIONS, KM, LKM, SAE, Defaults, Expectation,
-                                       Link, MailTraffic, Outage, PathErrors, RatePoint,
-                                       ReplayTraffic, SyncCount, SyncOverride, SyncPolicy)
+from nodes.run.scenario.schema import (
+                                       BARE_EXPECTATIONS,
+                                       KM,
+                                       LKM,
+                                       SAE,
+                                       Defaults,
+                                       Expectation,
+                                       Link,
+                                       MailTraffic,
+                                       Outage,
+                                       PathErrors,
+                                       RatePoint,
+                                       ReplayTraffic,
+                                       SyncCount,
+                                       SyncOverride,
+                                       SyncPolicy,
+)
 
 __all__ = [
     "BARE_EXPECTATIONS", "Defaults", "Expectation", "KM", "LKM", "LKMSettings", "Link",

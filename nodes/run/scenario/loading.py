@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from nodes.run.scenario.model import Scenario, ScenarioError
 from nodes.run.scenario.schema import PathErrors, ReplayTraffic, error_line
 
+
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate the YAML scenario at `path` (raises ScenarioError)."""
     path = Path(path)

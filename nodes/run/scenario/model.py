@@ -15,10 +15,25 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import Field, model_validator
 
 from nodes.run.scenario.checks import reference_errors, target_kinds
-from nodes.run.scenario.schema import (KM, LKM, SAE, Count, Defaults, Expectation, Link, Outage,
-                                       PathErrors, PositiveSeconds, SyncPolicy, Traffic, _Frozen,
-                                       _OrBareName, error_line)
+from nodes.run.scenario.schema import (
+    KM,
+    LKM,
+    SAE,
+    Count,
+    Defaults,
+    Expectation,
+    Link,
+    Outage,
+    PathErrors,
+    PositiveSeconds,
+    SyncPolicy,
+    Traffic,
+    _Frozen,
+    _OrBareName,
+    error_line,
+)
 from simulator import parse_duration
+
 
 @dataclass(frozen=True, slots=True)
 class LKMSettings:
