@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import export_tree  # noqa: E402
+from common import table as common_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -182,22 +183,18 @@ def main() -> int:
 
 
 def ratio_table(results: list[dict[str, object]]) -> str:
-    head = ("scenario", "transport", "run s", "ref run s", "run x", "total x", "process x",
+    head = ("scenario / transport", "run s", "ref run s", "run x", "total x", "process x",
             "events/s x", "peak RSS x")
-    rows = [head]
+    rows = []
     for result in results:
         other = result["against"]  # type: ignore[index]
         ratio = other["ratio"]  # type: ignore[index]
-        rows.append((Path(str(result["scenario"])).stem, str(result["transport"]),
+        rows.append((f"{Path(str(result['scenario'])).stem} {result['transport']}",
                      f"{result['median']['run_s']:.2f}",  # type: ignore[index]
                      f"{other['median']['run_s']:.2f}",  # type: ignore[index]
                      *(f"{ratio[key]:.3f}" for key in ("run_s", "wall_s", "process_s",
                                                        "events_per_wall_s", "peak_rss_mib"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return common_table(head, rows)
 
 
 if __name__ == "__main__":
