@@ -17,8 +17,8 @@ from nodes.keynode.errors import (
     NotFound,
     Unauthorized,
 )
-from nodes.keynode.store import Key, KeyState, KeyStore, delivery, pools, shipping
-from nodes.keynode.store import audit as store_audit
+from nodes.keynode.store import Key, KeyState, KeyStore, audit, delivery, pools, shipping
+from tests.support import pool_status, store_audit
 
 KEY_BITS = 8192
 
@@ -50,14 +50,6 @@ async def reserve(store: KeyStore, owner: str, master: str, slave: str, number: 
 async def take_for_slave(store: KeyStore, caller: str, master: str, key_ids: list[str],
                          now: float, master_home: str | None = None) -> list[Key]:
     return await store.run(delivery.slave_read(caller, master, key_ids, now, master_home))
-
-
-async def pool_status(store: KeyStore, sae: str) -> pools.PoolStatus | None:
-    return await store.read(pools.status(sae))
-
-
-async def audit(store: KeyStore) -> dict[str, int]:
-    return await store.read(store_audit.audit)
 
 
 async def test_registering_an_existing_sae_or_email_is_refused_and_changes_nothing(store) -> None:
@@ -181,7 +173,7 @@ async def test_pool_counters_match_a_recount_after_every_kind_of_change(store) -
     ]
     for step in steps:
         await step
-        assert (await audit(store))["counter_mismatches"] == 0
+        assert (await store_audit(store))["counter_mismatches"] == 0
 
 
 async def test_a_key_longer_than_the_pool_joins_stored_keys_and_reads_back_once(store) -> None:
@@ -189,7 +181,7 @@ async def test_a_key_longer_than_the_pool_joins_stored_keys_and_reads_back_once(
     [key] = await reserve(store, "bob", "alice", "bob", 1, 2 * KEY_BITS, 1.0)
     assert key.material == materials[0] + materials[1]
     assert key.key_id == "qk_bob_000001~qk_bob_000002~16384"
-    assert (await audit(store))["counter_mismatches"] == 0
+    assert (await store_audit(store))["counter_mismatches"] == 0
     assert await take_for_slave(store, "bob", "alice", [key.key_id], 2.0) == [key]
     with pytest.raises(KeysNotFound):
         await take_for_slave(store, "bob", "alice", ["qk_bob_000001"], 3.0)
@@ -214,9 +206,9 @@ async def test_a_slice_serves_other_sizes_that_the_home_store_reproduces(tmp_pat
         with pytest.raises(KeysNotFound):  # another LKM's master cannot claim them
             await take_for_slave(home, "bob", "carol", ids[2:], 4.0, master_home="LKM_C")
         for store in (home, remote):
-            assert (await audit(store))["counter_mismatches"] == 0
+            assert (await store_audit(store))["counter_mismatches"] == 0
         # read at home: the four keys the slice served; still shipped: the two it holds
-        assert await home.read(store_audit.shipped_to) == {
+        assert await home.read(audit.shipped_to) == {
             "LKM_A": ["qk_bob_000005", "qk_bob_000006"]}
     finally:
         await home.close()
@@ -236,7 +228,7 @@ async def test_many_runs_requests_in_order_and_undoes_only_the_refused_ones(stor
     assert [k.key_id for k in last[0]] == ["qk_bob_000003", "qk_bob_000004"]
     assert last[1] == await pool_status(store, "bob") and last[1].available_keys == 1
     assert [k.key_id for k in read] == ["qk_bob_000001"] and missing is None
-    assert (await audit(store))["counter_mismatches"] == 0
+    assert (await store_audit(store))["counter_mismatches"] == 0
 
 
 async def test_many_refuses_in_order_no_pool_then_own_pool_then_too_few_keys(store) -> None:

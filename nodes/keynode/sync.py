@@ -33,7 +33,6 @@ from typing import NamedTuple
 from nodes.keynode.config import SyncPolicy
 
 SYNC_REASONS = ("scheduled", "threshold", "emergency", "manual")
-LEVEL_REASONS = ("threshold", "emergency")
 RETRY_S = 300.0
 
 
