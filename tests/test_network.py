@@ -43,9 +43,11 @@ def topology(links: list[dict], kms: int = 3, traffic: list | None = None, **ext
     return data
 
 
-LINE = [{"a": "KM1", "b": "KM2", "rate_bps": 1000}, {"a": "KM2", "b": "KM3", "rate_bps": 1000}]
-SQUARE = [{"a": "KM1", "b": "KM2", "rate_bps": 1000}, {"a": "KM2", "b": "KM4", "rate_bps": 1000},
-          {"a": "KM1", "b": "KM3", "rate_bps": 1000}, {"a": "KM3", "b": "KM4", "rate_bps": 1000}]
+FULL = {"model": "fixed", "rate_bps": 1000, "initial_bits": 10_000_000}  # buffers start full
+LINE = [{"a": "KM1", "b": "KM2", **FULL}, {"a": "KM2", "b": "KM3", **FULL}]
+SQUARE = [{"a": "KM1", "b": "KM2", **FULL}, {"a": "KM2", "b": "KM4", **FULL},
+          {"a": "KM1", "b": "KM3", **FULL}, {"a": "KM3", "b": "KM4", **FULL}]
+AUTH = 128  # authentication per relay message and hop (the link default)
 
 
 @asynccontextmanager
@@ -81,11 +83,11 @@ async def call(net: Network, lkm: str, sae: str, method: str, path: str, **kw) -
 async def test_a_relay_spends_the_relayed_bits_on_every_hop(tmp_path: Path) -> None:
     async with network(tmp_path, topology(LINE)) as net:
         before = await levels(net)
-        path = await net.km_network.relay("KM3", "KM1", 5 * KEY_BITS)
+        path = await net.km_network.relay("KM3", "KM1", KEY_BITS, 5)
         after = await levels(net)
-    assert path == ["KM3", "KM2", "KM1"]
+    assert path == (["KM3", "KM2", "KM1"], 5, "ok")
     assert {edge: before[edge] - after[edge] for edge in before} == {
-        ("KM1", "KM2"): 5 * KEY_BITS, ("KM2", "KM3"): 5 * KEY_BITS}
+        ("KM1", "KM2"): 5 * KEY_BITS + AUTH, ("KM2", "KM3"): 5 * KEY_BITS + AUTH}
 
 
 async def test_opening_a_slice_ships_keys_over_the_relay_and_accounts_every_hop(tmp_path) -> None:
@@ -94,15 +96,15 @@ async def test_opening_a_slice_ships_keys_over_the_relay_and_accounts_every_hop(
         spent = {edge: buffer_bits - level for edge, level in (await levels(net)).items()}
         assert (await pools(net, "LKM_A"))[B] == 40  # the slice was filled before the run
         assert (await pools(net, "LKM_B"))[B] == 60  # shipped out of Bob's home pool
-    assert spent == {("KM1", "KM2"): 40 * KEY_BITS, ("KM2", "KM3"): 40 * KEY_BITS}
+    assert spent == {("KM1", "KM2"): 40 * KEY_BITS + AUTH, ("KM2", "KM3"): 40 * KEY_BITS + AUTH}
 
 
 async def test_a_link_down_reroutes_over_another_path(tmp_path: Path) -> None:
     async with network(tmp_path, topology(SQUARE, kms=4)) as net:
-        first = await net.km_network.relay("KM1", "KM4", KEY_BITS)
+        first = await net.km_network.relay("KM1", "KM4", KEY_BITS, 1)
         net.links[edge_key("KM1", "KM2")].tell(SetUp(False))
-        second = await net.km_network.relay("KM1", "KM4", KEY_BITS)
-    assert first == ["KM1", "KM2", "KM4"] and second == ["KM1", "KM3", "KM4"]
+        second = await net.km_network.relay("KM1", "KM4", KEY_BITS, 1)
+    assert first == (["KM1", "KM2", "KM4"], 1, "ok") and second == (["KM1", "KM3", "KM4"], 1, "ok")
 
 
 async def test_no_path_fails_cleanly_with_nothing_spent_or_shipped(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ async def test_no_path_fails_cleanly_with_nothing_spent_or_shipped(tmp_path: Pat
         net.links[edge_key("KM2", "KM4")].tell(SetUp(False))
         net.links[edge_key("KM3", "KM4")].tell(SetUp(False))
         before_links, before_home = await levels(net), await pools(net, "LKM_B")
-        assert await net.km_network.relay("KM1", "KM4", KEY_BITS) is None
+        assert await net.km_network.relay("KM1", "KM4", KEY_BITS, 1) == (None, 0, "no_path")
         with pytest.raises(KMUnreachable):
             await net.km_network.fetch_slice("LKM_A", B, "LKM_B", 10)
         assert await levels(net) == before_links
@@ -209,7 +211,7 @@ async def test_a_relay_cut_short_by_a_crash_refunds_every_hop_and_gives_the_keys
         assert await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
         await net.sim.run(net.sim.clock.now() + 60)  # the relay has spent, and waits
         spent = {edge: before_links[edge] - level for edge, level in (await levels(net)).items()}
-        assert spent == {edge: pytest.approx(3 * KEY_BITS, abs=1) for edge in net.links}
+        assert spent == {edge: pytest.approx(3 * KEY_BITS + AUTH, abs=1) for edge in net.links}
         assert (await pools(net, "LKM_B"))[B] == before_home[B] - 3
         net.crash("LKM_A")
         await net.sim.settle()

@@ -244,7 +244,8 @@ def test_a_partition_with_an_unknown_km_names_its_group_position() -> None:
 def test_a_link_needs_exactly_one_rate_model() -> None:
     errors = errors_after(lambda d: d["links"][0].update(length_km=10))
     assert errors == [
-        "links.0: give exactly one of rate_bps, length_km, rate_curve (got rate_bps, length_km)"
+        "links.0: give a model, or exactly one of rate_bps, length_km, rate_curve "
+        "(got rate_bps, length_km)"
     ]
 
 

@@ -88,3 +88,10 @@ class KMUnreachable(QKDError):
 
     status = 503
     default_message = "key manager unreachable"
+
+
+class NoLinkKey(KMUnreachable):
+    """The KMs answered, but no path's QKD links held key to relay a slice over (an outcome,
+    ``no_key``; the sync is retried as after ``unreachable``)."""
+
+    default_message = "no link key to relay over"

@@ -9,8 +9,9 @@ plain data back (:class:`SyncOrder`) to carry out. Per pool or slice:
 - *manual*: on request.
 
 A sync tops the pool up to its limit. Orders are carried out one at a time, in the order they
-were queued, by one worker. After an ``unreachable`` outcome a pool's threshold and emergency
-syncs wait ``retry_s`` (scheduled and manual ones do not).
+were queued, by one worker. After an ``unreachable`` or ``no_key`` outcome (the KMs answered
+but the links held no key to relay) a pool's threshold and emergency syncs wait ``retry_s``
+(scheduled and manual ones do not).
 
 Invariants (checked by :meth:`SyncScheduler.check`):
 
@@ -18,8 +19,8 @@ Invariants (checked by :meth:`SyncScheduler.check`):
   pool never has two;
 - the worker is busy exactly while it carries out an order; queued orders wait for it, and it
   takes the next one as it finishes (:meth:`SyncScheduler.finished` hands it over);
-- ``retry_after`` holds only pools whose last sync was unreachable, and only until a sync of
-  theirs succeeds.
+- ``retry_after`` holds only pools whose last sync was unreachable or found no link key, and
+  only until a sync of theirs succeeds.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class SyncOrder:
 
 @dataclass(frozen=True, slots=True)
 class SyncOutcome:
-    """How an order ended: ok | unreachable | error | aborted, and the keys it brought."""
+    """How an order ended: ok | unreachable | no_key | error | aborted, and the keys it brought."""
 
     ticket: int
     sae_id: str
@@ -139,8 +140,8 @@ class SyncScheduler:
         if outcome == "ok":
             self.km_available = True
             self._retry_after.pop(order.sae_id, None)
-        elif outcome == "unreachable":
-            self.km_available = False
+        elif outcome in ("unreachable", "no_key"):
+            self.km_available = self.km_available and outcome == "no_key"
             self._retry_after[order.sae_id] = now_s + self.retry_s
         return self.take()
 

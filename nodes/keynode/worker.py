@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable
 
-from nodes.keynode.errors import KMUnreachable
+from nodes.keynode.errors import KMUnreachable, NoLinkKey
 from nodes.keynode.messages import SyncDone
 from nodes.keynode.supply import KeySupply, Shipment
 from nodes.keynode.sync import SyncOrder
@@ -64,6 +64,8 @@ class SyncWorker:
             materials = await self.supply.fetch(self.lkm_id, order.sae_id, order.asked,
                                                 order.key_bytes)
             return SyncDone(order, start_s, "ok", materials=tuple(materials)), None
+        except NoLinkKey:
+            return SyncDone(order, start_s, "no_key"), None
         except KMUnreachable:
             return SyncDone(order, start_s, "unreachable"), None
         except Exception as error:  # noqa: BLE001 - any failure of a fetch is an outcome

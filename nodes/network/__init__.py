@@ -5,11 +5,38 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 """
 
 from nodes.network.km import Generate, KeyManager, Ping, SetDown
-from nodes.network.link import Degrade, GetLatency, Level, QKDLink, Refund, SetLatency, SetUp, Spend
+from nodes.network.link import (
+    STATES,
+    Available,
+    Degrade,
+    GetAccount,
+    GetLatency,
+    Level,
+    LinkSpec,
+    QKDLink,
+    Refund,
+    SetLatency,
+    SetQber,
+    SetUp,
+    Spend,
+)
+from nodes.network.rates import (
+    CALIBRATION,
+    GYS_CUTOFF_KM,
+    PARAMETER_NAMES,
+    PRESETS,
+    DecoyBB84,
+    budget_rate_bps,
+    calibration_rows,
+    preset_model,
+)
 from nodes.network.relay import KMNetwork
 from nodes.network.routing import Edge, edge_key, hops, km_graph, shortest_path
 
 __all__ = [
+    "Available", "CALIBRATION", "DecoyBB84", "GYS_CUTOFF_KM", "GetAccount", "LinkSpec",
+    "PARAMETER_NAMES", "PRESETS", "STATES", "SetQber", "budget_rate_bps", "calibration_rows",
+    "preset_model",
     "Degrade", "Edge", "Generate", "GetLatency", "KMNetwork", "KeyManager", "Level", "Ping",
     "QKDLink", "Refund", "SetDown", "SetLatency", "SetUp", "Spend", "edge_key", "hops",
     "km_graph", "shortest_path",

@@ -7,11 +7,14 @@ A slice sync, for receiver Bob homed at LKM_B (KM3), asked by LKM_A (KM1):
 
 1. KM1 and KM3 must be up;
 2. LKM_B ships up to n keys from Bob's home pool (they stay there, state shipped);
-3. the bits are relayed KM3 -> ... -> KM1 over a fewest-hop path of links that are up, each hop
-   spending the bits from its link buffer (one-time pad); a hop that cannot pay is avoided and
-   the path recomputed; the relay then takes as long as the added latency of its links;
-4. if no path can carry them, the shipped keys go back to Bob's pool and every spent hop is
-   refunded, so nothing is half-spent or half-delivered.
+3. the keys are relayed KM3 -> ... -> KM1 over a fewest-hop path of links that are up: as many
+   whole keys as every hop's buffer holds (a partial top-up is recorded, ``relay`` with
+   ``partial``), each hop spending their bits (one-time pad) plus its authentication cost; a
+   hop that can carry none is avoided and the path recomputed; the relay then takes as long as
+   the added latency of its links; the keys that were not carried go back to Bob's pool;
+4. if no path can carry a key, the shipped keys go back to Bob's pool and every spent hop is
+   refunded, so nothing is half-spent or half-delivered; the sync's outcome is ``no_key`` when
+   links were up but short of key, ``unreachable`` when none was up.
 
 The same holds when the relay is interrupted (the asking LKM crashes, so its worker is
 cancelled): whatever was shipped goes back and whatever was spent is refunded before the
@@ -26,9 +29,17 @@ from typing import Any, Callable, Mapping
 
 import networkx as nx
 
-from nodes.keynode import Directory, Key, KMUnreachable, Shipment, ShipSlice, UnshipSlice
+from nodes.keynode import (
+    Directory,
+    Key,
+    KMUnreachable,
+    NoLinkKey,
+    Shipment,
+    ShipSlice,
+    UnshipSlice,
+)
 from nodes.network.km import Generate, Ping
-from nodes.network.link import GetLatency, Refund, Spend
+from nodes.network.link import Available, GetLatency, Refund, Spend
 from nodes.network.routing import Edge, hops, shortest_path
 from simulator import ActorRef, ActorStopped, Clock
 
@@ -62,19 +73,27 @@ class KMNetwork:
         shipment = Shipment(owner, home_lkm, lkm_id, tuple(keys))
         if not keys:
             return shipment
-        bits = sum(len(k.material) * 8 for k in keys)
+        key_bits = len(keys[0].material) * 8
         try:
-            path = await self.relay(src, dst, bits)
+            path, carried, cause = await self.relay(src, dst, key_bits, len(keys))
         except BaseException:  # interrupted before any hop was left spent: the keys go home
             await self._unship(shipment)
             raise
         if path is None:
             await self._unship(shipment)
-            self.record("relay_failure", src, to=dst, bits=bits, keys=len(keys))
-            raise KMUnreachable(f"no path from {src} to {dst} can carry {bits} bits")
-        self.record("relay", src, to=dst, bits=bits, keys=len(keys), hops=len(path) - 1,
-                    path="-".join(path))
-        return Shipment(owner, home_lkm, lkm_id, tuple(keys), tuple(path), bits)
+            self.record("relay_failure", src, to=dst, bits=key_bits * len(keys), keys=len(keys),
+                        cause=cause)
+            if cause == "no_key":
+                raise NoLinkKey(f"no path from {src} to {dst} holds {key_bits} bits of link key")
+            raise KMUnreachable(f"no path from {src} to {dst}")
+        sent = Shipment(owner, home_lkm, lkm_id, tuple(keys[:carried]), tuple(path),
+                        carried * key_bits)
+        if carried < len(keys):  # what the path could not carry goes home now
+            await self._unship(Shipment(owner, home_lkm, lkm_id, tuple(keys[carried:])))
+        partial = {"requested": len(keys), "partial": True} if carried < len(keys) else {}
+        self.record("relay", src, to=dst, bits=sent.bits, keys=carried, hops=len(path) - 1,
+                    path="-".join(path), **partial)
+        return sent
 
     async def return_slice(self, shipment: Shipment) -> None:
         """Refund every hop the shipment spent and give its keys back to their home pool."""
@@ -83,17 +102,28 @@ class KMNetwork:
         await self._refund(hops(list(shipment.route)), shipment.bits)
         await self._unship(shipment)
 
-    async def relay(self, src: str, dst: str, bits: int) -> list[str] | None:
-        """Spend ``bits`` on every hop of a fewest-hop usable path, then take the path's added
-        latency; None (nothing spent) if no path can carry them. Interrupted, it refunds what
-        it spent."""
+    async def relay(self, src: str, dst: str, key_bits: int,
+                    count: int) -> tuple[list[str] | None, int, str]:
+        """Relay as many whole keys of ``key_bits`` (up to ``count``) as a fewest-hop usable path
+        can carry: spend them on every hop, then take the path's added latency. The path, the
+        keys carried and "ok"; or None, 0 and why not ("no_path": links or KMs down, "no_key":
+        the links that are up hold too little key), with nothing spent. Interrupted, it
+        refunds what it spent."""
         bad_edges: set[Edge] = set()
         bad_nodes: set[str] = set()
+        cause = "no_path"
         while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
             down = await self._down_relays(path)
             if down:
                 bad_nodes |= down
                 continue
+            fits, narrowest, why = await self._fits(path, key_bits)
+            carried = min(count, fits)
+            if carried == 0:
+                bad_edges.add(narrowest)
+                cause = "no_key" if why == "no_key" else cause
+                continue
+            bits = carried * key_bits
             failed = await self._spend_path(path, bits)
             if failed is None:
                 try:
@@ -101,9 +131,22 @@ class KMNetwork:
                 except BaseException:
                     await self._refund(hops(path), bits)
                     raise
-                return path
+                return path, carried, "ok"
             bad_edges.add(failed)
-        return None
+        return None, 0, cause
+
+    async def _fits(self, path: list[str], key_bits: int) -> tuple[int, Edge, str]:
+        """How many whole keys every hop of ``path`` can carry now; the narrowest hop, and
+        whether it is down ("no_path") or short of key ("no_key")."""
+        narrowest: tuple[int, Edge, str] | None = None
+        for edge in hops(path):
+            available: int | None = await self.links[edge].ask(Available())
+            here = (0, edge, "no_path") if available is None else \
+                (available // key_bits, edge, "no_key")
+            if narrowest is None or here[0] < narrowest[0]:
+                narrowest = here
+        assert narrowest is not None, "a relay path has at least one hop"
+        return narrowest
 
     async def _ask_lkm(self, lkm_id: str, message: object) -> Any:
         """An LKM that is down (crashed) is as unreachable as a KM that is down."""

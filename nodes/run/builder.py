@@ -31,7 +31,17 @@ from nodes.keynode import (
     SyncPolicy,
     pool_node,
 )
-from nodes.network import Edge, KeyManager, KMNetwork, QKDLink, edge_key, km_graph
+from nodes.network import (
+    Edge,
+    GetAccount,
+    KeyManager,
+    KMNetwork,
+    Level,
+    LinkSpec,
+    QKDLink,
+    edge_key,
+    km_graph,
+)
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
 from nodes.server import ServedNode, safe_file_stem
@@ -49,6 +59,7 @@ from nodes.traffic import (
 )
 from simulator import ActorRef, Simulation
 
+LINK_BUFFER_BITS = "link_buffer_bits"
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 
 
@@ -67,9 +78,18 @@ def directory_of(scenario: Scenario) -> Directory:
 
 
 def rate_steps(link: Link) -> list[tuple[float, float]]:
-    if link.rate_curve is not None:
+    if link.kind == "curve":
+        assert link.rate_curve is not None
         return [(point.at_s, point.rate_bps) for point in link.rate_curve]
     return [(0.0, link.rate_bps_at(0.0))]
+
+
+def link_spec(link: Link) -> LinkSpec:
+    model = link.physical()
+    return LinkSpec(link.id, rate_steps(link), link.buffer_bits, link.initial_bits,
+                    link.warmup_s or 0.0, link.block_bits, link.auth_block_bits,
+                    link.auth_relay_bits, model, link.length_km or 0.0,
+                    link.kind if link.preset is None else f"decoy_bb84:{link.preset}")
 
 
 def slice_size(configured: int | None, pool_size: int) -> int:
@@ -150,8 +170,7 @@ class Network:
                                  self.sim.derived_rng(f"km:{km.id}"), self.sim.record)
             self.kms[km.id] = await self.sim.spawn(manager)
         for link in self.scenario.links:
-            qkd_link = QKDLink(link.id, rate_steps(link), link.buffer_bits, self.sim.clock,
-                               self.sim.record)
+            qkd_link = QKDLink(link_spec(link), self.sim.clock, self.sim.record)
             self.links[edge_key(link.a, link.b)] = await self.sim.spawn(qkd_link)
 
     async def _start_replay(self, path: Path) -> None:
@@ -264,6 +283,9 @@ class Network:
         self.sim.clock.call_later(delay_s, fire, SAMPLE_PRIORITY)
 
     async def sample_pools(self) -> None:
+        for link in self.scenario.links:
+            level = await self.links[edge_key(link.a, link.b)].ask(Level())
+            self.sim.sample(link.id, LINK_BUFFER_BITS, round(level))
         for lkm_id, node in self.nodes.items():
             if node.ref is None:  # crashed
                 continue
@@ -271,6 +293,11 @@ class Network:
             for pool in reply["pools"]:
                 self.sim.sample(pool_node(lkm_id, pool["sae_id"]), "pool_keys",
                                 pool["available_keys"])
+
+    async def link_accounts(self) -> list[dict[str, Any]]:
+        """Every link's books (:meth:`nodes.network.QKDLink.account`), in scenario order."""
+        return [await self.links[edge_key(link.a, link.b)].ask(GetAccount())
+                for link in self.scenario.links]
 
     async def audit_counts(self) -> dict[str, int]:
         """The SAEs' audit plus the stores' own: key material stored twice counts as reuse."""

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from nodes.run.builder import Network
 from nodes.run.expect import ExpectationResult, evaluate
+from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_summary_table, write_report
 from nodes.run.scenario import Scenario
 from nodes.traffic import TraceWriter
@@ -100,6 +101,7 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     setup_s = 0.0
     engine_error: str | None = None
     audit: dict[str, int] = {}
+    links: list[dict[str, Any]] = []
     try:
         try:
             await network.start()
@@ -112,19 +114,21 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
             engine_error = f"engine: {type(error).__name__}: {error}"
         else:
             audit = await network.audit_counts()
+            links = await network.link_accounts()
     finally:
         await network.close()
         await sim.shutdown()
     return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
-                   engine_error)
+                   engine_error, links)
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
-            wall_s: float, setup_s: float, engine_error: str | None = None) -> RunOutcome:
+            wall_s: float, setup_s: float, engine_error: str | None = None,
+            links: list[dict[str, Any]] | None = None) -> RunOutcome:
     recorder = sim.recorder
     recorder.write_csv(out_dir / "metrics.csv")
     recorder.write_jsonl(out_dir / "events.jsonl")
-    write_report(recorder, scenario.name, out_dir)
+    write_report(recorder, scenario.name, out_dir, links=links or [])
     results = tuple(evaluate(scenario.expect, recorder, audit))
     failures = tuple([engine_error] if engine_error else []) + tuple(
         f"{f.actor}: {f.error} while handling {f.message}" for f in sim.system.failures)
@@ -145,6 +149,12 @@ def format_outcome(outcome: RunOutcome) -> str:
     if len(table) > MAX_PRINTED_ROWS:  # a city has thousands of pools: the file has them all
         table = table[:3] + [f"... {len(table) - 6} more rows in summary.txt ..."] + table[-3:]
     lines = [*table, ""]
+    links = format_links_table(outcome.summary.get("links", [])).rstrip().splitlines()
+    if len(links) > MAX_PRINTED_ROWS:
+        links = links[:MAX_PRINTED_ROWS - 3] + [f"... {len(links) - MAX_PRINTED_ROWS + 3} more "
+                                                "links in summary.txt ..."]
+    if outcome.summary.get("links"):
+        lines += [*links, ""]
     audit = outcome.summary["audit"]
     if audit:
         lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from nodes.network import Degrade, Edge, SetDown, SetLatency, SetUp, edge_key
+from nodes.network import Degrade, Edge, SetDown, SetLatency, SetQber, SetUp, edge_key
 from simulator import ActorRef, Simulation
 
 if TYPE_CHECKING:
@@ -51,6 +51,12 @@ def _degrade(fabric: Fabric, outage: Outage, starting: bool) -> None:
     fabric.link(link_edge(_target(outage))).tell(Degrade(fraction))
 
 
+def _qber_rise(fabric: Fabric, outage: Outage, starting: bool) -> None:
+    """An eavesdropper or a fibre fault: the link's QBER rises to ``qber`` and the model gives
+    the rate left (none above the abort threshold); at the end the model's own QBER returns."""
+    fabric.link(link_edge(_target(outage))).tell(SetQber(outage.qber if starting else None))
+
+
 def _link_latency(fabric: Fabric, outage: Outage, starting: bool) -> None:
     _delay(fabric, [link_edge(_target(outage))], outage, starting)
 
@@ -83,6 +89,7 @@ OUTAGES: dict[tuple[str, str | None], Effect] = {
     ("down", "KM"): _km_down,
     ("down", "link"): _link_down,
     ("degrade", "link"): _degrade,
+    ("qber_rise", "link"): _qber_rise,
     ("latency", "KM"): _km_latency,
     ("latency", "link"): _link_latency,
     ("partition", None): _partition,

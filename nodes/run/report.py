@@ -1,6 +1,7 @@
 """The run report: pool-level and delivery plots plus a summary, drawn from recorded rows only.
 
-The only module that imports matplotlib. Figures are built as `Figure` objects (no pyplot
+With linkplots.py (the link figures, drawn with this module's helpers), the only module that
+imports matplotlib. Figures are built as `Figure` objects (no pyplot
 state), under matplotlib's default style (a user's matplotlibrc cannot change them), with a
 fixed size and dpi and no "Software" metadata, so the same rows give the same PNG bytes.
 Event kinds and metric names are those of expect.py's data contract.
@@ -47,8 +48,10 @@ def write_report(
     scenario_name: str,
     out_dir: Path | str,
     outage_windows: list[OutageWindow] | None = None,
+    links: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write plots/pool_levels.png, plots/deliveries.png, summary.json and summary.txt.
+    """Write plots/pool_levels.png, plots/deliveries.png, summary.json and summary.txt; with
+    `links` (each link's books), also plots/links.png, and the books in both summaries.
 
     `outage_windows` are `(start_s, end_s, label)`; None derives them from the outage events.
     Returns the written paths.
@@ -58,12 +61,21 @@ def write_report(
     windows = outage_windows_from_events(recorder) if outage_windows is None else outage_windows
     summary = summarise(recorder, scenario_name)
     paths = [out / "plots" / "pool_levels.png", out / "plots" / "deliveries.png"]
+    from nodes.run import linkplots  # it draws with this module's helpers
+
     with matplotlib.style.context("default"):
         _save(plot_pool_levels(recorder, scenario_name, windows), paths[0])
         _save(plot_deliveries(recorder, scenario_name, windows), paths[1])
+        if links is not None:
+            paths.append(out / "plots" / "links.png")
+            _save(linkplots.plot_links(recorder, links, scenario_name, windows), paths[-1])
+    text = format_summary_table(summary)
+    if links is not None:
+        summary["links"] = links
+        text += "\n" + linkplots.format_links_table(links)
     paths += [out / "summary.json", out / "summary.txt"]
-    paths[2].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths[3].write_text(format_summary_table(summary), encoding="utf-8")
+    paths[-2].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    paths[-1].write_text(text, encoding="utf-8")
     return paths
 
 
@@ -105,7 +117,7 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
     if len(pools) > MAX_POOL_LINES:
         _draw_envelope(ax, recorder, pools)
     handles = _draw_syncs(ax, recorder)
-    _shade_outages(ax, windows)
+    shade_outages(ax, windows)
     ax.set_title(f"{title}: pool levels")
     ax.set_xlabel("simulated time (h)")
     ax.set_ylabel("keys available")
@@ -113,7 +125,7 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     if not pools:
-        _note(ax, "no pool_keys samples recorded")
+        note(ax, "no pool_keys samples recorded")
     pool_handles, _ = ax.get_legend_handles_labels()
     if len(pools) > MAX_POOL_LEGEND:
         drawn = min(len(pools), MAX_POOL_LINES) - MAX_POOL_LEGEND
@@ -184,7 +196,7 @@ def _level_at(times: list[float], values: list[float], t_s: float) -> float:
     return values[max(bisect_left(times, t_s) - 1, 0)]
 
 
-def _shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
+def shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
     for start_s, end_s, label in windows:
         ax.axvspan(start_s / HOUR_S, end_s / HOUR_S, color="tab:gray", alpha=0.2, lw=0, zorder=0)
         ax.text(
@@ -194,7 +206,7 @@ def _shade_outages(ax: Axes, windows: list[OutageWindow]) -> None:
         )
 
 
-def _note(ax: Axes, text: str) -> None:
+def note(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
 
 
@@ -212,12 +224,12 @@ def plot_deliveries(recorder: Recorder, title: str, windows: list[OutageWindow])
         totals = _per_hour(rows, hours)
         ax.bar(range(hours), totals, width=1.0, align="edge", color=colour)
         ax.set_ylim(0, max([1.0, *totals]) * 1.1)
-        _shade_outages(ax, windows)
+        shade_outages(ax, windows)
         ax.set_ylabel(label)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if not rows:
-            _note(ax, f"no {label.split(' /')[0]} recorded")
+            note(ax, f"no {label.split(' /')[0]} recorded")
     top.set_title(f"{title}: deliveries and failed sends")
     bottom.set_xlabel("simulated time (h)")
     bottom.set_xlim(0, hours)
@@ -284,8 +296,8 @@ def format_summary_table(summary: dict[str, Any]) -> str:
     total = _table_row("TOTAL", {**summary["totals"], "min_pool_keys": None}, zero="0")
     widths = [max(len(row[i]) for row in [header, *rows, total]) for i in range(len(header))]
     rule = "  ".join("-" * width for width in widths)
-    lines = [_join(header, widths), rule, *(_join(row, widths) for row in rows), rule]
-    lines.append(_join(total, widths))
+    lines = [join_cells(header, widths), rule, *(join_cells(row, widths) for row in rows), rule]
+    lines.append(join_cells(total, widths))
     return f"{summary['scenario']}\n" + "\n".join(lines) + "\n"
 
 
@@ -304,7 +316,7 @@ def _table_row(node: str, data: dict[str, Any], zero: str = "-") -> tuple[str, .
     )
 
 
-def _join(cells: tuple[str, ...], widths: list[int]) -> str:
+def join_cells(cells: tuple[str, ...], widths: list[int]) -> str:
     first = cells[0].ljust(widths[0])
     rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])]
     return "  ".join([first, *rest]).rstrip()

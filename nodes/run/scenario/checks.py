@@ -138,6 +138,8 @@ def _outage_errors(s: Scenario) -> list[tuple[Loc, str]]:
             errors.append((("outages", i, "at"), f"{at} is not before the end of the run ({end})"))
         if outage.target is not None:
             errors += _target_errors(outage, kinds.get(outage.target), ("outages", i, "target"))
+        if outage.kind == "qber_rise" and kinds.get(outage.target or "") == "link":
+            errors += _qber_errors(s, outage, ("outages", i))
         errors += _group_errors(outage.groups or (), kinds, ("outages", i, "groups"))
     return errors
 
@@ -150,6 +152,21 @@ def _target_errors(outage: Outage, found: str | None, loc: Loc) -> list[tuple[Lo
         return [(loc, f"unknown target '{outage.target}' (expected {wanted})")]
     if found not in allowed:
         return [(loc, f"'{outage.target}' is {_A[found]}; {outage.kind} needs {wanted}")]
+    return []
+
+
+def _qber_errors(s: Scenario, outage: Outage, loc: Loc) -> list[tuple[Loc, str]]:
+    a, b = (outage.target or "").split("-", 1)
+    link = next(ln for ln in s.links if {ln.a, ln.b} == {a, b})
+    model = link.physical()
+    if model is None:
+        return [((*loc, "target"), f"qber_rise needs a link with model 'decoy_bb84' "
+                                   f"('{outage.target}' has model '{link.kind}')")]
+    assert link.length_km is not None and outage.qber is not None
+    nominal = model.qber(link.length_km)
+    if outage.qber <= nominal:
+        return [((*loc, "qber"), f"{outage.qber:g} is not above the link's own QBER "
+                                 f"({nominal:.4f})")]
     return []
 
 

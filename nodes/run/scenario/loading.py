@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from nodes.run.scenario.base import PathErrors, error_line
 from nodes.run.scenario.model import Scenario, ScenarioError
-from nodes.run.scenario.schema import PathErrors, ReplayTraffic, error_line
+from nodes.run.scenario.schema import ReplayTraffic
 
 
 def load_scenario(path: Path | str) -> Scenario:

@@ -14,23 +14,19 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, model_validator
 
+from nodes.run.scenario.base import Count, Frozen, PathErrors, PositiveSeconds, error_line
 from nodes.run.scenario.checks import reference_errors, target_kinds
+from nodes.run.scenario.links import Link
 from nodes.run.scenario.schema import (
     KM,
     LKM,
     SAE,
-    Count,
     Defaults,
     Expectation,
-    Link,
     Outage,
-    PathErrors,
-    PositiveSeconds,
     SyncPolicy,
     Traffic,
-    _Frozen,
     _OrBareName,
-    error_line,
 )
 from simulator import parse_duration
 
@@ -49,7 +45,7 @@ class LKMSettings:
     port: int | None
 
 
-class Scenario(_Frozen):
+class Scenario(Frozen):
     """A whole scenario: topology, traffic, outages and expectations of one run."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -11,40 +11,30 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     GetJsonSchemaHandler,
     Tag,
-    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import CoreSchema
 
 from nodes.keynode import RESERVED_IDS
 from nodes.run.outages import OUTAGES
-from simulator import parse_duration
+from nodes.run.scenario.base import (
+    Count,
+    Frozen,
+    Id,
+    Loc,
+    PathErrors,
+    PositiveCount,
+    PositiveSeconds,
+    Seconds,
+)
 
-Loc = tuple[str | int, ...]
-
-_DURATION_PATTERN = r"^\s*((\d+(\.\d+)?|\.\d+)\s*(ms|s|m|h|d|w)\s*)+$|^\d+(\.\d+)?$"
-_DURATION_JSON = {
-    "anyOf": [
-        {"type": "number", "minimum": 0, "description": "seconds"},
-        {"type": "string", "pattern": _DURATION_PATTERN},
-    ],
-    "examples": ["90s", "15m", "6h", "1d12h", "500ms"],
-}
-Seconds = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_JSON)]
-PositiveSeconds = Annotated[Seconds, Field(gt=0)]
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
-Count = Annotated[int, Field(ge=0, strict=True)]
-PositiveCount = Annotated[int, Field(gt=0, strict=True)]
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "any"]
-OutageKind = Literal["down", "crash", "degrade", "partition", "latency"]
+OutageKind = Literal["down", "crash", "degrade", "partition", "latency", "qber_rise"]
 # the outage kinds are the table's (nodes/run/outages.py); tests hold the two equal
 assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
 
@@ -64,19 +54,7 @@ def _not_reserved(sae_id: str) -> str:
 KeySizeBits = Annotated[PositiveCount, AfterValidator(_whole_bytes)]
 
 
-class PathErrors(ValueError):
-    """Problems found by one validator, each at a path below the object it validated."""
-
-    def __init__(self, errors: list[tuple[Loc, str]]) -> None:
-        super().__init__("; ".join(error_line("here", loc, msg) for loc, msg in errors))
-        self.errors = errors
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SyncPolicy(_Frozen):
+class SyncPolicy(Frozen):
     """The seed's hybrid sync: scheduled every `interval`, below `threshold` and `emergency`."""
 
     interval_s: PositiveSeconds = Field(86400.0, alias="interval")
@@ -90,7 +68,7 @@ class SyncPolicy(_Frozen):
         return self
 
 
-class SyncOverride(_Frozen):
+class SyncOverride(Frozen):
     """Per-LKM changes to the default sync policy; unset fields keep the defaults."""
 
     interval_s: PositiveSeconds | None = Field(None, alias="interval")
@@ -98,7 +76,7 @@ class SyncOverride(_Frozen):
     emergency: Ratio | None = None
 
 
-class Defaults(_Frozen):
+class Defaults(Frozen):
     """Settings every LKM gets unless it overrides them."""
 
     pool_size: PositiveCount = 1000
@@ -110,79 +88,14 @@ class Defaults(_Frozen):
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
 
 
-class KM(_Frozen):
+class KM(Frozen):
     """A (remote) key manager; generates key material at `key_rate_bps`."""
 
     id: Id
     key_rate_bps: float = Field(1_000_000.0, gt=0)
 
 
-class RatePoint(_Frozen):
-    """From `at` on (until the next point), the link produces `rate_bps`."""
-
-    at_s: Seconds = Field(alias="at")
-    rate_bps: float = Field(ge=0)
-
-
-class Link(_Frozen):
-    """A QKD link between KMs `a` and `b`: a fixed rate, a link budget or a rate curve."""
-
-    a: Id
-    b: Id
-    rate_bps: float | None = Field(None, gt=0)
-    length_km: float | None = Field(None, ge=0)
-    r0_bps: float = Field(17_094_000.0, gt=0)
-    alpha_db_per_km: float = Field(0.2, ge=0)
-    rate_curve: tuple[RatePoint, ...] | None = Field(None, min_length=1)
-    buffer_bits: PositiveCount = 10_000_000
-
-    @property
-    def id(self) -> str:
-        """The link's name as outage targets write it: "KM1-KM2"."""
-        return f"{self.a}-{self.b}"
-
-    def rate_bps_at(self, t_s: float) -> float:
-        """Return the key rate at `t_s`: fixed, `R0 * 10^(-alpha*L/10)`, or the curve's step.
-
-        A curve holds each point's rate until the next point; before its first point the
-        link runs at the first point's rate.
-        """
-        if self.rate_bps is not None:
-            return self.rate_bps
-        if self.length_km is not None:
-            return self.r0_bps * 10 ** (-self.alpha_db_per_km * self.length_km / 10)
-        assert self.rate_curve is not None  # invariant of _one_rate_model
-        current = self.rate_curve[0].rate_bps
-        for point in self.rate_curve:
-            if point.at_s <= t_s:
-                current = point.rate_bps
-        return current
-
-    @model_validator(mode="after")
-    def _one_rate_model(self) -> Link:
-        given = [n for n in ("rate_bps", "length_km", "rate_curve") if getattr(self, n) is not None]
-        errors: list[tuple[Loc, str]] = []
-        if len(given) != 1:
-            got = ", ".join(given) or "none"
-            errors.append(((), f"give exactly one of rate_bps, length_km, rate_curve (got {got})"))
-        for name in ("r0_bps", "alpha_db_per_km"):
-            if name in self.model_fields_set and self.length_km is None:
-                errors.append(((name,), "only applies with length_km"))
-        errors += _curve_order_errors(self.rate_curve or ())
-        if errors:
-            raise PathErrors(errors)
-        return self
-
-
-def _curve_order_errors(curve: tuple[RatePoint, ...]) -> list[tuple[Loc, str]]:
-    return [
-        (("rate_curve", i, "at"), f"must come after the previous point ({prev.at_s:g}s)")
-        for i, (prev, point) in enumerate(zip(curve, curve[1:]), start=1)
-        if point.at_s <= prev.at_s
-    ]
-
-
-class LKM(_Frozen):
+class LKM(Frozen):
     """A local key manager attached to KM `km`; unset settings come from `defaults`."""
 
     id: Id
@@ -195,7 +108,7 @@ class LKM(_Frozen):
     port: int | None = Field(None, ge=1, le=65535, strict=True)
 
 
-class SAE(_Frozen):
+class SAE(Frozen):
     """A user (QuMail account) whose home pool lives at LKM `lkm`."""
 
     id: Annotated[Id, AfterValidator(_not_reserved)]
@@ -204,7 +117,7 @@ class SAE(_Frozen):
     pool_size: PositiveCount | None = None
 
 
-class MailTraffic(_Frozen):
+class MailTraffic(Frozen):
     """`from_sae` sends `mails_per_hour` mails of `mail_bytes` each to `to_sae`."""
 
     from_sae: Id = Field(alias="from")
@@ -213,7 +126,7 @@ class MailTraffic(_Frozen):
     mail_bytes: PositiveCount
 
 
-class ReplayTraffic(_Frozen):
+class ReplayTraffic(Frozen):
     """Requests replayed from a recorded trace; `load_scenario` resolves a relative path
     against the scenario file's directory."""
 
@@ -231,7 +144,7 @@ Traffic = Annotated[
 ]
 
 
-class Outage(_Frozen):
+class Outage(Frozen):
     """A fault applied at `at` for `for` (absent: until the end of the run)."""
 
     at_s: Seconds = Field(alias="at")
@@ -243,10 +156,13 @@ class Outage(_Frozen):
         None, min_length=1, description="partition: KM groups; unlisted KMs form one more group"
     )
     delay_s: PositiveSeconds | None = Field(None, alias="delay")
+    qber: float | None = Field(None, gt=0, lt=0.5,
+                               description="qber_rise: the QBER the link's key is made at")
 
     @model_validator(mode="after")
     def _fields_suit_kind(self) -> Outage:
-        wanted = {"fraction": "degrade", "groups": "partition", "delay_s": "latency"}
+        wanted = {"fraction": "degrade", "groups": "partition", "delay_s": "latency",
+                  "qber": "qber_rise"}
         aliases = {"delay_s": "delay"}
         errors: list[tuple[Loc, str]] = []
         for name, kind in wanted.items():
@@ -262,7 +178,7 @@ class Outage(_Frozen):
         return self
 
 
-class SyncCount(_Frozen):
+class SyncCount(Frozen):
     """Argument of min_syncs / max_syncs: how many syncs of `reason` ("any": all reasons)."""
 
     reason: SyncReason
@@ -272,7 +188,7 @@ class SyncCount(_Frozen):
 BARE_EXPECTATIONS = ("no_key_reuse", "all_received_keys_match")
 
 
-class Expectation(_Frozen):
+class Expectation(Frozen):
     """One expectation: a bare name or a one-key mapping, kept in its YAML shape.
 
     Exactly one field is set; `kind`, `count`, `reason` and `duration_s` give a uniform view.
@@ -339,9 +255,3 @@ class _OrBareName:
         mapping = handler(schema)
         handler.resolve_ref_schema(mapping).update(minProperties=1, maxProperties=1)
         return {"anyOf": [{"type": "string", "enum": list(BARE_EXPECTATIONS)}, mapping]}
-
-
-
-def error_line(source: str, loc: Loc, message: str) -> str:
-    path = ".".join(str(part) for part in loc) or source
-    return f"{path}: {message}"
