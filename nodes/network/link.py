@@ -148,6 +148,10 @@ def time_to_make(steps: RateSteps, t0: float, bits: float, scale: float) -> floa
 
 
 class QKDLink(Actor):
+    bits: float  # the buffer's level (whole bits, kept as a float for the rate arithmetic)
+    initial_bits: float
+    pending_bits: float  # of the block in post-processing, not usable yet
+
     def __init__(self, spec: LinkSpec, clock: Clock, record: Callable[..., None]) -> None:
         super().__init__(f"link:{spec.link_id}")
         self.spec = spec
@@ -168,7 +172,9 @@ class QKDLink(Actor):
         if spec.warmup_s > 0:  # pre-run generation; what it leaves is the initial fill
             self._settled_s = clock.now() - spec.warmup_s
             self._settle()
+            pending: float = self.pending_bits  # a block part-made in the warm-up carries on
             self._reset_books(self.bits)
+            self.pending_bits = pending
         self.state = self._level_state()
 
     def _reset_books(self, level: float) -> None:
@@ -185,6 +191,7 @@ class QKDLink(Actor):
 
     async def receive(self, message: object) -> Any:
         self._settle()
+        self._observe()  # whatever the touch finds (a refill seen by a Level, say) is recorded
         if isinstance(message, Spend):
             return self._spend(message.bits)
         if isinstance(message, Available):

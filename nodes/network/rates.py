@@ -65,14 +65,19 @@ class DecoyBB84:
         """E_mu, the QBER of signal states."""
         e_d = self.misalignment if misalignment is None else misalignment
         eta, y0, mu = self.transmittance(length_km), self.dark_count_prob, self.mu
-        gain = y0 + 1 - math.exp(-eta * mu)
-        return (0.5 * y0 + e_d * (1 - math.exp(-eta * mu))) / gain
+        detected = -math.expm1(-eta * mu)  # 1 - exp(-eta*mu), exact for tiny eta*mu
+        if y0 + detected <= 0:
+            return 0.5  # nothing ever clicks: the bits would be guesses
+        return (0.5 * y0 + e_d * detected) / (y0 + detected)
 
     def secret_bits_per_pulse(self, length_km: float, misalignment: float | None = None) -> float:
         e_d = self.misalignment if misalignment is None else misalignment
         eta, y0, mu = self.transmittance(length_km), self.dark_count_prob, self.mu
-        gain = y0 + 1 - math.exp(-eta * mu)
-        qber = (0.5 * y0 + e_d * (1 - math.exp(-eta * mu))) / gain
+        detected = -math.expm1(-eta * mu)
+        gain = y0 + detected
+        if gain <= 0:
+            return 0.0
+        qber = (0.5 * y0 + e_d * detected) / gain
         if qber > self.abort_qber:
             return 0.0
         y1 = y0 + eta
@@ -90,8 +95,8 @@ class DecoyBB84:
         """The optical error e_d at which the link's QBER is ``qber`` (a qber_rise outage: an
         eavesdropper or a fibre fault adds errors; the model then gives the rate)."""
         eta, y0, mu = self.transmittance(length_km), self.dark_count_prob, self.mu
-        gain = y0 + 1 - math.exp(-eta * mu)
-        return (qber * gain - 0.5 * y0) / (1 - math.exp(-eta * mu))
+        detected = -math.expm1(-eta * mu)
+        return (qber * (y0 + detected) - 0.5 * y0) / detected
 
     def cutoff_km(self, step_km: float = 0.01, limit_km: float = 2000.0) -> float:
         """The distance past which the model gives no key (bisection on the rate's sign)."""
