@@ -7,6 +7,8 @@
   run_scenario.py validate SCENARIO.yaml     check a scenario, print its errors
   run_scenario.py schema                     print the scenario JSON Schema
   run_scenario.py pki --out DIR --sae ID...  write a CA, node and SAE certificates
+  run_scenario.py linkrate [--preset NAME] [--param NAME=VALUE] [--compare]   key rate vs distance
+  run_scenario.py linkrate --calibration     print docs/link-models.md's calibration table
 
 Exit codes: 0 ok (every expectation held), 1 an expectation failed, 2 invalid input or usage.
 """
@@ -82,7 +84,7 @@ def load(path: Path, seed: int | None = None, until: str | None = None):
 
 
 def validate_main(argv: list[str]) -> int:
-    from nodes.run import unsupported
+    from nodes.run import capacity_warnings, unsupported
 
     parser = argparse.ArgumentParser(prog="run_scenario.py validate")
     parser.add_argument("scenario", nargs="+", type=Path)
@@ -95,6 +97,8 @@ def validate_main(argv: list[str]) -> int:
         if scenario is None or problems:
             status = EXIT_USAGE
         else:
+            for line in capacity_warnings(scenario):  # runs, but not as the author meant
+                print(f"{path}: warning: {line}", file=sys.stderr)
             print(f"{path}: ok ({scenario.name})")
     return status
 
@@ -106,6 +110,42 @@ def schema_main(argv: list[str]) -> int:
 
     argparse.ArgumentParser(prog="run_scenario.py schema").parse_args(argv)
     print(json.dumps(scenario_json_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def linkrate_main(argv: list[str]) -> int:
+    from nodes.run import LinkRateError, calibration_markdown, link_rate_report
+
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py linkrate",
+        description="Secret key rate, loss and QBER against distance for a decoy_bb84 link "
+                    "(docs/link-models.md): a table, and DIR/rate_vs_distance.png.")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", help="start from a published system's parameters")
+    model.add_argument("--model", choices=["decoy_bb84"],
+                       help="the model with its defaults (what runs without --preset)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a model parameter (repeatable)")
+    parser.add_argument("--max-km", type=float,
+                        help="table up to here (default: 10%% past the cutoff, or 200 km)")
+    parser.add_argument("--step-km", type=float, help="table step (default 10 km)")
+    parser.add_argument("--out", type=Path, default=Path("results") / "linkrate",
+                        help="folder for rate_vs_distance.png (default results/linkrate)")
+    parser.add_argument("--compare", action="store_true", help="draw every preset as well")
+    parser.add_argument("--calibration", action="store_true",
+                        help="print the calibration table (markdown) and nothing else")
+    args = parser.parse_args(argv)
+    if args.calibration:
+        print(calibration_markdown(), end="")
+        return EXIT_OK
+    try:
+        table, figure = link_rate_report(args.preset, args.param, args.max_km, args.step_km,
+                                         args.out, args.compare)
+    except LinkRateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(table)
+    print(f"figure: {figure}")
     return EXIT_OK
 
 
@@ -136,11 +176,13 @@ class Progress:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from nodes.run import ScenarioError, format_outcome, run, serve
+    from nodes.run import ScenarioError, capacity_warnings, format_outcome, run, serve
 
     scenario = load(args.scenario, args.seed, args.until)
     if scenario is None:
         return EXIT_USAGE
+    for line in capacity_warnings(scenario, serving=args.serve):
+        print(f"warning: {line}", file=sys.stderr)
     out_dir = args.out or Path("results") / scenario.name
     progress = Progress()
     announce = lambda line: print(line, flush=True)  # noqa: E731
@@ -160,7 +202,8 @@ def run_main(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-COMMANDS = {"pki": pki_main, "validate": validate_main, "schema": schema_main}
+COMMANDS = {"pki": pki_main, "validate": validate_main, "schema": schema_main,
+            "linkrate": linkrate_main}
 
 
 def main(argv: list[str] | None = None) -> int:

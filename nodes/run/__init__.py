@@ -7,8 +7,10 @@ Its public surface is ``__all__``; what runs a scenario imports only these names
 """
 
 from nodes.run.builder import Network, unsupported
+from nodes.run.capacity import capacity_warnings
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.harness import RunOutcome, format_outcome, run, serve
+from nodes.run.linkrate import LinkRateError, calibration_markdown, link_rate_report
 from nodes.run.outages import OUTAGES
 from nodes.run.report import write_report
 from nodes.run.scenario import (
@@ -20,7 +22,8 @@ from nodes.run.scenario import (
 )
 
 __all__ = [
-    "ExpectationResult", "Network", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
+    "ExpectationResult", "Network", "capacity_warnings", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
+    "LinkRateError", "calibration_markdown", "link_rate_report",
     "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",
     "scenario_json_schema", "serve", "unsupported", "write_report",
 ]

@@ -7,9 +7,13 @@ the recorded ``link_buffer_bits`` samples and each link's books (summary.json ``
 
 from __future__ import annotations
 
+import math
 import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import matplotlib.style
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -93,7 +97,7 @@ def _draw_utilisation(ax: Axes, ranked: list[dict[str, Any]]) -> None:
     ax.bar(x, overhead, bottom=relayed, color="tab:orange", label="authentication")
     duration = max([sum(ln["time_in_state_s"].values()) for ln in bars] or [0.0])
     for i, link in enumerate(bars):
-        if duration and link["time_empty_s"]:
+        if duration and link["time_empty_s"] >= 0.005 * duration:
             share = 100.0 * link["time_empty_s"] / duration
             ax.text(i, relayed[i] + overhead[i] + 1, f"empty {share:.0f}%", rotation=90,
                     ha="center", va="bottom", fontsize=7, color="tab:red")
@@ -122,9 +126,84 @@ def format_links_table(links: list[dict[str, Any]]) -> str:
             *(f"{ln[k] / 1e6:.3f}" for k in ("generated_bits", "relayed_bits", "overhead_bits",
                                              "discarded_bits")),
             "-" if util is None else f"{100 * util:.1f}%",
-            format_duration(ln["time_empty_s"]) if ln["time_empty_s"] else "-",
+            format_duration(round(ln["time_empty_s"])) if ln["time_empty_s"] >= 1 else
+            ("<1s" if ln["time_empty_s"] else "-"),
             "-" if ln["qber"] is None else f"{100 * ln['qber']:.2f}%"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [join_cells(row, widths) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "links\n" + "\n".join(lines) + "\n"
+
+
+# -- rate and QBER against distance (run_scenario.py linkrate) -------------------------------
+
+RATE_FIGSIZE_IN = (11.0, 6.5)
+RATE_FLOOR_BPS = 0.1  # the log axis starts here; a rate falling to 0 leaves through the bottom
+QBER_TOP_PERCENT = 25.0  # well above the abort threshold; far past a cutoff QBER goes to 50 %
+
+
+@dataclass(frozen=True, slots=True)
+class RateCurve:
+    """One model's rate and QBER sampled against distance, its cutoff, and the published
+    (distance km, bit/s) points it is calibrated to."""
+
+    label: str
+    km: list[float]
+    rate_bps: list[float]
+    qber: list[float]
+    cutoff_km: float
+    published: list[tuple[float, float]] = field(default_factory=list)
+    abort_qber: float | None = None
+
+
+def plot_rate_vs_distance(curves: list[RateCurve], title: str, max_km: float) -> Figure:
+    """Secret key rate (log, left axis, solid) and QBER (right axis, dashed) against distance,
+    one colour per curve; each cutoff a dotted vertical line, published rates as markers."""
+    figure = Figure(figsize=RATE_FIGSIZE_IN, dpi=DPI, layout="constrained")
+    rate_ax = figure.subplots()
+    qber_ax = rate_ax.twinx()
+    top = RATE_FLOOR_BPS
+    for i, curve in enumerate(curves):
+        colour = f"C{i % 10}"
+        shown = [r if r > 0 else RATE_FLOOR_BPS / 10 if j and curve.rate_bps[j - 1] > 0
+                 else math.nan for j, r in enumerate(curve.rate_bps)]  # a drop to 0 leaves
+        top = max([top, *(r for r in curve.rate_bps if r > 0)])
+        cut = f"cutoff {curve.cutoff_km:.0f} km" if math.isfinite(curve.cutoff_km) else "no cutoff"
+        rate_ax.plot(curve.km, shown, c=colour, lw=1.8, label=f"{curve.label} ({cut})")
+        qber_ax.plot(curve.km, [100 * q for q in curve.qber], c=colour, lw=1.0, ls="--",
+                     alpha=0.8)
+        if 0 < curve.cutoff_km <= max_km:
+            rate_ax.axvline(curve.cutoff_km, c=colour, lw=1.0, ls=":")
+        if curve.published:
+            rate_ax.plot(*zip(*curve.published), ls="none", marker="o", ms=8, mfc=colour,
+                         mec="black", mew=1.2, zorder=5)
+    for abort in sorted({c.abort_qber for c in curves if c.abort_qber is not None}):
+        qber_ax.axhline(100 * abort, c="dimgray", lw=1.0, ls="-.")
+    rate_ax.set_yscale("log")
+    rate_ax.set_ylim(RATE_FLOOR_BPS, 10 ** math.ceil(math.log10(top) + 0.01))
+    rate_ax.set_xlim(0, max_km)
+    qber_ax.set_ylim(0, QBER_TOP_PERCENT)
+    rate_ax.set_title(title)
+    rate_ax.set_xlabel("distance (km of fibre)")
+    rate_ax.set_ylabel("secret key rate (bit/s, log scale)")
+    qber_ax.set_ylabel("QBER (%)")
+    rate_ax.grid(alpha=0.3, which="both")
+    handles, _ = rate_ax.get_legend_handles_labels()
+    handles += [Line2D([], [], c="black", lw=1.0, ls="--", label="QBER (right axis)"),
+                Line2D([], [], c="black", lw=1.0, ls=":", label="cutoff: no key beyond")]
+    aborts = sorted({f"{100 * c.abort_qber:g} %" for c in curves if c.abort_qber is not None})
+    if aborts:
+        handles.append(Line2D([], [], c="dimgray", lw=1.0, ls="-.",
+                              label=f"abort QBER ({', '.join(aborts)})"))
+    if any(c.published for c in curves):
+        handles.append(Line2D([], [], ls="none", marker="o", ms=8, mfc="white", mec="black",
+                              mew=1.2, label="published rate (calibration point)"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    return figure
+
+
+def write_rate_figure(curves: list[RateCurve], title: str, max_km: float, path: Path) -> None:
+    """Draw :func:`plot_rate_vs_distance` to ``path`` (same curves, same PNG bytes)."""
+    with matplotlib.style.context("default"):
+        figure = plot_rate_vs_distance(curves, title, max_km)
+        figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
