@@ -55,6 +55,18 @@ async def test_a_golden_outage_scenario_passes_and_repeats_exactly(path: Path, t
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
     assert second.summary["audit"] == first.summary["audit"] == direct.summary["audit"]
+    assert second.summary["links"] == first.summary["links"] == direct.summary["links"]
+    assert_links_balance(first.summary["links"])
+
+
+def assert_links_balance(links: list[dict]) -> None:
+    """Per-link conservation: initial + generated = relayed + overhead + discarded + final."""
+    for link in links:
+        made = link["initial_bits"] + link["generated_bits"]
+        used = (link["relayed_bits"] + link["overhead_bits"] + link["discarded_bits"]
+                + link["final_bits"])
+        assert made == used, link["link"]
+        assert link["generated_bits"] > 0 and link["relayed_bits"] >= 0
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)

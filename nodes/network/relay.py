@@ -25,7 +25,7 @@ cancellation goes on. An LKM that cannot take relayed keys gives them back the s
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 import networkx as nx
 
@@ -49,8 +49,10 @@ class KMNetwork:
 
     def __init__(self, directory: Directory, graph: nx.Graph, kms: Mapping[str, ActorRef[Any]],
                  links: Mapping[Edge, ActorRef[Any]], lkms: Mapping[str, ActorRef[Any]],
-                 record: Callable[..., None], clock: Clock) -> None:
+                 record: Callable[..., None], clock: Clock,
+                 key_bits: Mapping[str, int] | None = None) -> None:
         self.directory = directory
+        self.key_bits = key_bits or {}  # LKM -> the size of its keys, when known
         self.clock = clock
         self.graph = graph
         self.kms = kms
@@ -69,6 +71,12 @@ class KMNetwork:
         src, dst = self.directory.km_of(home_lkm), self.directory.km_of(lkm_id)
         for km in dict.fromkeys((src, dst)):  # both ends, the home side first
             await self.kms[km].ask(Ping())
+        asked, limited = count, False
+        if home_lkm in self.key_bits:  # ship only what a path can carry now
+            path, fits, cause = await self._find(src, dst, self.key_bits[home_lkm], set(), set())
+            if path is None:
+                self._cannot_relay(src, dst, self.key_bits[home_lkm], count, cause)
+            limited, count = fits < count, min(count, fits)
         keys: list[Key] = await self._ask_lkm(home_lkm, ShipSlice(owner, lkm_id, count))
         shipment = Shipment(owner, home_lkm, lkm_id, tuple(keys))
         if not keys:
@@ -81,16 +89,13 @@ class KMNetwork:
             raise
         if path is None:
             await self._unship(shipment)
-            self.record("relay_failure", src, to=dst, bits=key_bits * len(keys), keys=len(keys),
-                        cause=cause)
-            if cause == "no_key":
-                raise NoLinkKey(f"no path from {src} to {dst} holds {key_bits} bits of link key")
-            raise KMUnreachable(f"no path from {src} to {dst}")
+            self._cannot_relay(src, dst, key_bits, len(keys), cause)
         sent = Shipment(owner, home_lkm, lkm_id, tuple(keys[:carried]), tuple(path),
                         carried * key_bits)
         if carried < len(keys):  # what the path could not carry goes home now
             await self._unship(Shipment(owner, home_lkm, lkm_id, tuple(keys[carried:])))
-        partial = {"requested": len(keys), "partial": True} if carried < len(keys) else {}
+        limited = limited or carried < len(keys)  # the links, not the home pool, held it back
+        partial = {"requested": asked, "partial": True} if limited else {}
         self.record("relay", src, to=dst, bits=sent.bits, keys=carried, hops=len(path) - 1,
                     path="-".join(path), **partial)
         return sent
@@ -111,18 +116,11 @@ class KMNetwork:
         refunds what it spent."""
         bad_edges: set[Edge] = set()
         bad_nodes: set[str] = set()
-        cause = "no_path"
-        while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
-            down = await self._down_relays(path)
-            if down:
-                bad_nodes |= down
-                continue
-            fits, narrowest, why = await self._fits(path, key_bits)
+        while True:
+            path, fits, cause = await self._find(src, dst, key_bits, bad_edges, bad_nodes)
+            if path is None:
+                return None, 0, cause
             carried = min(count, fits)
-            if carried == 0:
-                bad_edges.add(narrowest)
-                cause = "no_key" if why == "no_key" else cause
-                continue
             bits = carried * key_bits
             failed = await self._spend_path(path, bits)
             if failed is None:
@@ -133,7 +131,30 @@ class KMNetwork:
                     raise
                 return path, carried, "ok"
             bad_edges.add(failed)
+
+    async def _find(self, src: str, dst: str, key_bits: int, bad_edges: set[Edge],
+                    bad_nodes: set[str]) -> tuple[list[str] | None, int, str]:
+        """The first fewest-hop path whose KMs are up and whose every hop can carry a key now
+        (learning what is down or short into ``bad_*``), with how many keys it can carry; or
+        None, 0 and why not."""
+        cause = "no_path"
+        while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
+            down = await self._down_relays(path)
+            if down:
+                bad_nodes |= down
+                continue
+            fits, narrowest, why = await self._fits(path, key_bits)
+            if fits > 0:
+                return path, fits, "ok"
+            bad_edges.add(narrowest)
+            cause = "no_key" if why == "no_key" else cause
         return None, 0, cause
+
+    def _cannot_relay(self, src: str, dst: str, key_bits: int, keys: int, cause: str) -> NoReturn:
+        self.record("relay_failure", src, to=dst, bits=key_bits * keys, keys=keys, cause=cause)
+        if cause == "no_key":
+            raise NoLinkKey(f"no path from {src} to {dst} holds {key_bits} bits of link key")
+        raise KMUnreachable(f"no path from {src} to {dst}")
 
     async def _fits(self, path: list[str], key_bits: int) -> tuple[int, Edge, str]:
         """How many whole keys every hop of ``path`` can carry now; the narrowest hop, and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Collection, Iterable
+from typing import Collection, Iterable, Mapping
 
 import networkx as nx
 
@@ -42,3 +42,16 @@ def shortest_path(graph: nx.Graph, src: str, dst: str, bad_edges: Collection[Edg
 
 def hops(path: list[str]) -> list[Edge]:
     return [edge_key(a, b) for a, b in zip(path, path[1:])]
+
+
+def bottleneck(graph: nx.Graph, src: str, dst: str, capacity: Mapping[Edge, int],
+               need: int) -> Edge | None:
+    """The narrowest link of the fewest-hop path from ``src`` to ``dst`` when no path's links
+    can all hold ``need`` at once; None when one can (or when there is no path at all)."""
+    if src == dst or not nx.has_path(graph, src, dst):
+        return None
+    wide = nx.subgraph_view(graph, filter_edge=lambda a, b: capacity[edge_key(a, b)] >= need)
+    if nx.has_path(wide, src, dst):
+        return None
+    path = min(nx.all_shortest_paths(graph, src, dst))
+    return min(hops(path), key=lambda edge: (capacity[edge], edge))

@@ -42,6 +42,7 @@ from nodes.network import (
     edge_key,
     km_graph,
 )
+from nodes.run.capacity import slice_pairs, slice_size
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
 from nodes.server import ServedNode, safe_file_stem
@@ -92,11 +93,6 @@ def link_spec(link: Link) -> LinkSpec:
                     link.kind if link.preset is None else f"decoy_bb84:{link.preset}")
 
 
-def slice_size(configured: int | None, pool_size: int) -> int:
-    """The sender's LKM keeps ``slice_size`` keys of a remote receiver's pool (default: half)."""
-    return configured or max(10, pool_size // 2)
-
-
 def flows_by_sender(scenario: Scenario) -> dict[str, list[Flow]]:
     flows: dict[str, list[Flow]] = {}
     for flow in scenario.traffic:
@@ -123,8 +119,9 @@ class Network:
         self.links: dict[Edge, ActorRef[Any]] = {}
         self.lkm_refs: dict[str, ActorRef[Any]] = {}
         graph = km_graph([km.id for km in scenario.kms], [(ln.a, ln.b) for ln in scenario.links])
+        key_bits = {lkm.id: scenario.lkm_settings(lkm.id).key_size_bits for lkm in scenario.lkms}
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
-                                    sim.record, sim.clock)
+                                    sim.record, sim.clock, key_bits)
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
@@ -198,7 +195,7 @@ class Network:
         """Give each sender's LKM a slice of every remote receiver's pool, and fill it: the
         syncs are queued, and the workers carry them out as the clock settles."""
         wanted: dict[str, set[str]] = {}
-        for here, receiver in self._slice_pairs():
+        for here, receiver in slice_pairs(self.scenario, self.serving):
             wanted.setdefault(here, set()).add(receiver)
         for lkm_id, receivers in sorted(wanted.items()):
             ref = self.lkm_refs[lkm_id]
@@ -210,21 +207,6 @@ class Network:
                 self._threshold_sample(lkm_id, sae, size)
             await ref.ask(Sync("manual", tuple(sorted(receivers))))
         await self.sim.settle()
-
-    def _slice_pairs(self) -> list[tuple[str, str]]:
-        """(sender's LKM, remote receiver) for every mail flow; when serving external clients
-        (or replaying them), every LKM gets a slice of every remote SAE, since any of them may be
-        written to."""
-        if self.serving or any(isinstance(f, ReplayTraffic) for f in self.scenario.traffic):
-            return [(lkm.id, sae.id) for lkm in self.scenario.lkms for sae in self.scenario.saes
-                    if sae.lkm != lkm.id]
-        pairs = []
-        for flow in self.scenario.traffic:
-            if isinstance(flow, MailTraffic):
-                here = self.directory.sae_home[flow.from_sae]
-                if here != self.directory.sae_home[flow.to_sae]:
-                    pairs.append((here, flow.to_sae))
-        return pairs
 
     def _threshold_sample(self, lkm_id: str, sae_id: str, pool_size: int) -> None:
         threshold = self.scenario.lkm_settings(lkm_id).sync.threshold

@@ -10,21 +10,30 @@ Samples (`Recorder.sample(t_s, node, metric, value)`), node = a pool, named
 - `pool_keys`            keys available in the pool, sampled every `sample_interval`.
 - `pool_threshold_keys`  the pool's threshold-sync level in keys (threshold * pool size);
                          sampled at least once per pool, again whenever it changes.
+- `link_buffer_bits`     node = a link ("KM1-KM2"): the bits in its buffer, sampled every
+                         `sample_interval` (its books are summary.json `links`).
 
 Events (`Recorder.event(t_s, kind, node, **data)`):
 - `sync`      node = the LKM that synced. data: `pool` (pool node), `reason` (scheduled |
               threshold | emergency | manual), `outcome` ("ok": the KM answered, possibly with
-              fewer keys than asked; "unreachable": no answer; "error": any other failure,
-              named in `error`), `keys_requested`, `keys_received` (int), `duration_s`
-              (float). (A sync its LKM did not live to finish records nothing; a caller
+              fewer keys than asked; "unreachable": no answer; "no_key": the KMs answered but
+              no path's links held key; "error": any other failure, named in `error`),
+              `keys_requested`, `keys_received` (int), `duration_s` (float). (A sync its LKM did not live to finish records nothing; a caller
               waiting for it is answered "aborted".)
 - `delivery`  node = the LKM that delivered keys to a sender (enc_keys). data: `keys` (int),
               `pool` (pool node), `master` and `slave` (SAE IDs).
+- `relay`     node = the home KM of a relayed slice top-up. data: `to` (the asking KM),
+              `keys`, `bits`, `hops`, `path` ("KM3-KM2-KM1"); `requested` and `partial`
+              when the links carried fewer keys than the sync asked for.
+- `relay_failure` node = the home KM. data: `to`, `keys`, `bits`, `cause` ("no_path" |
+              "no_key"); or `stranded` (keys left SHIPPED at a home LKM that went down).
+- `link_state` node = a link. data: `state` (READY | WARNING | CHARGING | EMPTY | DOWN |
+              ABORT), `bits`; recorded when a touch of the link finds its state changed.
 - `failure`   one failed send. node = the sending SAE. data: `to` (receiver SAE),
               `reason` (short machine-readable cause, e.g. "no_keys", "http_503").
 - `outage`    node = the target ("KM1", "KM1-KM2", "LKM_B"; "partition" for partitions).
               data: `phase` ("start" | "end"), `outage` (down | crash | degrade | partition |
-              latency). An outage without `for` has no "end" event.
+              latency | qber_rise). An outage without `for` has no "end" event.
 - (actor and background-task failures are not events: the ActorSystem keeps them, and a run
   with any exits 1 and lists them in summary.json `actor_failures`.)
 
