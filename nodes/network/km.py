@@ -33,7 +33,11 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class SetDown:
+    """``cause`` (an outage) holds the KM down, or no longer does; it is down while any cause
+    holds it."""
+
     down: bool
+    cause: str = ""
 
 
 class KeyManager(Actor):
@@ -50,11 +54,13 @@ class KeyManager(Actor):
         self.rng = rng
         self.record = record
         self.down = False
+        self._downs: set[str] = set()
         self._settled_s = clock.now()
 
     async def receive(self, message: object) -> Any:
         if isinstance(message, SetDown):
-            self.down = message.down
+            (self._downs.add if message.down else self._downs.discard)(message.cause)
+            self.down = bool(self._downs)
             return None
         if self.down:
             raise KMUnreachable(f"{self.km_id} is down")

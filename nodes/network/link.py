@@ -50,22 +50,29 @@ class Refund:
 
 @dataclass(frozen=True, slots=True)
 class SetUp:
+    """``cause`` (an outage) holds the link down, or (up) no longer does; the link is up while
+    no cause holds it down."""
+
     up: bool
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Degrade:
-    """Produce only ``fraction`` of the model's rate (1.0 restores it)."""
+    """While ``cause`` lasts, produce only ``fraction`` of the rate (1.0 ends it); degrades
+    that overlap multiply."""
 
     fraction: float
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SetQber:
-    """The link's QBER rises to ``qber`` (None restores the model's own); the model gives the
-    rate that is left, and above the abort threshold there is none."""
+    """While ``cause`` lasts the link's QBER is ``qber`` (None ends it); the highest active one
+    holds. The model gives the rate that is left; above the abort threshold there is none."""
 
     qber: float | None
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +92,11 @@ class GetAccount:
 
 @dataclass(frozen=True, slots=True)
 class SetLatency:
-    """Messages crossing this link take ``delay_s`` longer (0 restores it)."""
+    """While ``cause`` lasts, messages crossing this link take ``delay_s`` longer (0 ends it);
+    delays that overlap add up."""
 
     delay_s: float
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +122,14 @@ class LinkSpec:
     model: DecoyBB84 | None = None  # a physical link: QBER, and what a qber_rise does to it
     length_km: float = 0.0
     model_name: str = "fixed"
+
+
+def _hold(active: dict[str, float], cause: str, value: float, on: bool) -> None:
+    """Start (``on``) or end one cause's effect."""
+    if on:
+        active[cause] = value
+    else:
+        active.pop(cause, None)
 
 
 def generated_bits(steps: RateSteps, t0: float, t1: float) -> float:
@@ -165,6 +182,10 @@ class QKDLink(Actor):
         self.fraction = 1.0
         self.qber_factor = 1.0
         self.aborted = False
+        self._downs: set[str] = set()  # the causes holding the link down
+        self._degrades: dict[str, float] = {}
+        self._qbers: dict[str, float] = {}
+        self._delays: dict[str, float] = {}
         self.qber = None if spec.model is None else spec.model.qber(spec.length_km)
         self.qber_peak = self.qber
         self.delay_s = 0.0
@@ -199,17 +220,21 @@ class QKDLink(Actor):
         if isinstance(message, Refund):
             self._refund(message.bits)
         elif isinstance(message, SetUp):
-            self.up = message.up
+            (self._downs.discard if message.up else self._downs.add)(message.cause)
+            self.up = not self._downs
         elif isinstance(message, Degrade):
-            self.fraction = message.fraction
+            _hold(self._degrades, message.cause, message.fraction, message.fraction < 1.0)
+            self.fraction = math.prod(self._degrades[c] for c in sorted(self._degrades))
         elif isinstance(message, SetQber):
-            self._set_qber(message.qber)
+            _hold(self._qbers, message.cause, message.qber or 0.0, message.qber is not None)
+            self._set_qber(max(self._qbers.values()) if self._qbers else None)
         elif isinstance(message, Level):
             return self.bits
         elif isinstance(message, GetAccount):
             return self.account()
         elif isinstance(message, SetLatency):
-            self.delay_s = message.delay_s
+            _hold(self._delays, message.cause, message.delay_s, message.delay_s > 0)
+            self.delay_s = sum(self._delays[c] for c in sorted(self._delays))
         elif isinstance(message, GetLatency):
             return self.delay_s
         else:

@@ -124,6 +124,7 @@ class Network:
                                     sim.record, sim.clock, key_bits)
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
+        self._crash_causes: dict[str, set[str]] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
         self.session: aiohttp.ClientSession | None = None
 
@@ -243,16 +244,25 @@ class Network:
     def edges(self) -> list[Edge]:
         return sorted(self.links)
 
-    def crash(self, lkm_id: str) -> None:
+    def crash(self, lkm_id: str, cause: str = "") -> None:
         """The LKM process dies: its site and actor (with all in-memory state) are gone; its
-        SQLite file stays, with every transaction it committed."""
+        SQLite file stays, with every transaction it committed. A crash overlapping another
+        of the same LKM changes nothing until the last one ends."""
+        holding = self._crash_causes.setdefault(lkm_id, set())
+        holding.add(cause)
+        if len(holding) > 1:
+            return
         node = self.nodes[lkm_id]
         self.lkm_refs.pop(lkm_id, None)
         self._ports[lkm_id] = node.port or 0
         self.sim.start_task(node.stop())
 
-    def restart(self, lkm_id: str) -> None:
-        """A new process on the same database and port."""
+    def restart(self, lkm_id: str, cause: str = "") -> None:
+        """A new process on the same database and port, once no crash holds the LKM down."""
+        holding = self._crash_causes.get(lkm_id, set())
+        holding.discard(cause)
+        if holding:
+            return
         self.sim.start_task(self._start_lkm(lkm_id, self._ports[lkm_id]))
 
     # -- sampling and auditing ---------------------------------------------------------------

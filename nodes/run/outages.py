@@ -3,7 +3,11 @@
 :data:`OUTAGES` is both the effects and the supported set: scenario validation accepts exactly
 its (kind, target kind) pairs, and the builder applies exactly its effects, at each outage's
 start and (with a ``for``) its end. An effect acts on the network through :class:`Fabric`, by
-messages to the KM and link actors (or by crashing and restarting an LKM). Each edge is
+messages to the KM and link actors (or by crashing and restarting an LKM). Outages compose:
+each effect names its outage as the *cause*, and an element combines every cause active on it
+(down while any holds it down, degrades multiplied, the highest QBER, delays added, an LKM
+restarted when its last crash ends), so ending one outage never lifts another. A KM that is
+down holds its links down too: no key is made or relayed into a KM that is not running. Each edge is
 recorded as an ``outage`` event (data ``phase`` start|end and ``outage`` = the kind), which the
 plots shade and the ``recovered_within`` expectation reads.
 """
@@ -30,58 +34,68 @@ class Fabric(Protocol):
         """Every link, in name order."""
         ...
 
-    def crash(self, lkm_id: str) -> None: ...
+    def crash(self, lkm_id: str, cause: str = "") -> None:
+        """``cause`` crashes the LKM (if nothing else holds it down already)."""
+        ...
 
-    def restart(self, lkm_id: str) -> None: ...
-
-
-Effect = Callable[[Fabric, "Outage", bool], None]  # (network, outage, starting)
-
-
-def _km_down(fabric: Fabric, outage: Outage, starting: bool) -> None:
-    fabric.km(_target(outage)).tell(SetDown(starting))
+    def restart(self, lkm_id: str, cause: str = "") -> None:
+        """``cause`` ends; the LKM restarts if no other crash still holds it."""
+        ...
 
 
-def _link_down(fabric: Fabric, outage: Outage, starting: bool) -> None:
-    fabric.link(link_edge(_target(outage))).tell(SetUp(not starting))
+Effect = Callable[[Fabric, "Outage", bool, str], None]  # (network, outage, starting, cause)
 
 
-def _degrade(fabric: Fabric, outage: Outage, starting: bool) -> None:
+def _km_down(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
+    km = _target(outage)
+    fabric.km(km).tell(SetDown(starting, cause))
+    for edge in fabric.edges():
+        if km in edge:
+            fabric.link(edge).tell(SetUp(not starting, cause))
+
+
+def _link_down(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
+    fabric.link(link_edge(_target(outage))).tell(SetUp(not starting, cause))
+
+
+def _degrade(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
     fraction = outage.fraction if starting and outage.fraction is not None else 1.0
-    fabric.link(link_edge(_target(outage))).tell(Degrade(fraction))
+    fabric.link(link_edge(_target(outage))).tell(Degrade(fraction, cause))
 
 
-def _qber_rise(fabric: Fabric, outage: Outage, starting: bool) -> None:
+def _qber_rise(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
     """An eavesdropper or a fibre fault: the link's QBER rises to ``qber`` and the model gives
     the rate left (none above the abort threshold); at the end the model's own QBER returns."""
-    fabric.link(link_edge(_target(outage))).tell(SetQber(outage.qber if starting else None))
+    qber = outage.qber if starting else None
+    fabric.link(link_edge(_target(outage))).tell(SetQber(qber, cause))
 
 
-def _link_latency(fabric: Fabric, outage: Outage, starting: bool) -> None:
-    _delay(fabric, [link_edge(_target(outage))], outage, starting)
+def _link_latency(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
+    _delay(fabric, [link_edge(_target(outage))], outage, starting, cause)
 
 
-def _km_latency(fabric: Fabric, outage: Outage, starting: bool) -> None:
+def _km_latency(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
     """A KM's delay is added to every link of that KM."""
     km = _target(outage)
-    _delay(fabric, [edge for edge in fabric.edges() if km in edge], outage, starting)
+    _delay(fabric, [edge for edge in fabric.edges() if km in edge], outage, starting, cause)
 
 
-def _delay(fabric: Fabric, edges: list[Edge], outage: Outage, starting: bool) -> None:
+def _delay(fabric: Fabric, edges: list[Edge], outage: Outage, starting: bool,
+           cause: str) -> None:
     delay_s = outage.delay_s if starting and outage.delay_s is not None else 0.0
     for edge in edges:
-        fabric.link(edge).tell(SetLatency(delay_s))
+        fabric.link(edge).tell(SetLatency(delay_s, cause))
 
 
-def _partition(fabric: Fabric, outage: Outage, starting: bool) -> None:
+def _partition(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
     for edge in partition_cuts(outage.groups or (), fabric.edges()):
-        fabric.link(edge).tell(SetUp(not starting))
+        fabric.link(edge).tell(SetUp(not starting, cause))
 
 
-def _crash(fabric: Fabric, outage: Outage, starting: bool) -> None:
-    """The LKM's process dies (its actor and memory are gone, its SQLite file stays); at the
-    end, a new one starts on the same file and port."""
-    (fabric.crash if starting else fabric.restart)(_target(outage))
+def _crash(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
+    """The LKM's process dies (its actor and memory are gone, its SQLite file stays); when the
+    last crash holding it ends, a new one starts on the same file and port."""
+    (fabric.crash if starting else fabric.restart)(_target(outage), cause)
 
 
 #: (outage kind, target kind) -> its effect; None: the outage names no target (partition)
@@ -122,22 +136,23 @@ def outage_node(outage: Outage) -> str:
 def schedule_outages(sim: Simulation, fabric: Fabric, outages: Sequence[Outage],
                      target_kind: Callable[[str], str | None]) -> None:
     """Schedule every outage's start (and end, when it has a ``for``) on the clock."""
-    for outage in outages:
+    for index, outage in enumerate(outages):
         effect = OUTAGES[(outage.kind, target_kind(outage.target) if outage.target else None)]
+        cause = f"outages.{index}"
         sim.clock.call_later(outage.at_s - sim.clock.now(),
-                             _edge(sim, fabric, outage, effect, True))
+                             _edge(sim, fabric, outage, effect, True, cause))
         if outage.for_s is not None:
             end_s = outage.at_s + outage.for_s
             sim.clock.call_later(end_s - sim.clock.now(),
-                                 _edge(sim, fabric, outage, effect, False))
+                                 _edge(sim, fabric, outage, effect, False, cause))
 
 
 def _edge(sim: Simulation, fabric: Fabric, outage: Outage, effect: Effect,
-          starting: bool) -> Callable[[], None]:
+          starting: bool, cause: str) -> Callable[[], None]:
     def fire() -> None:
         sim.record("outage", outage_node(outage), phase="start" if starting else "end",
                    outage=outage.kind)
-        effect(fabric, outage, starting)
+        effect(fabric, outage, starting, cause)
 
     return fire
 
