@@ -23,7 +23,7 @@ from nodes.keynode.errors import (
                                   SizeNotMultipleOf8,
                                   Unauthorized,
 )
-from nodes.keynode.lkm import LocalKeyManager, Observer, ignore
+from nodes.keynode.lkm import LocalKeyManager
 from nodes.keynode.messages import (
                                   AddRemote,
                                   Audit,
@@ -34,11 +34,13 @@ from nodes.keynode.messages import (
                                   GetKmStatus,
                                   GetStatus,
                                   ListPools,
+                                  Observer,
                                   Refill,
                                   Register,
                                   ShipSlice,
                                   Sync,
                                   UnshipSlice,
+                                  ignore,
 )
 from nodes.keynode.naming import RESERVED_IDS, check_sae_id, pool_node, sae_id_problem
 from nodes.keynode.store import Key, KeyState, KeyStore

@@ -50,6 +50,7 @@ class NodeConfig:
     tls: TlsFiles | None = None
     # SQLite on the event loop's thread instead of aiosqlite's (the simulator's virtual clock)
     inline_store: bool = False
+    seed: int = 0  # of the jitter on sync retries (a simulation passes its scenario's seed)
 
     def __post_init__(self) -> None:
         if self.key_size_bits % 8 or self.key_size_bits <= 0:

@@ -15,15 +15,15 @@ own so that a sync never interleaves with the request that triggered it (a waiti
 starts it at once). The worker hands each result back as a
 :class:`~nodes.keynode.messages.SyncDone` message, whose reply is its next order: an LKM never
 awaits another actor inside its mailbox, so no cycle of actors can wait on each other. Any
-failure of a fetch is an outcome (``unreachable``, ``error``), never a pool stuck in flight.
+failure of a fetch is an outcome (``unreachable``, ``no_key``, ``error``), never a pool stuck in
+flight, and a pool whose sync failed retries on a backoff timer (:mod:`nodes.keynode.retry`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.directory import Directory
@@ -36,45 +36,32 @@ from nodes.keynode.messages import (
     GetKmStatus,
     LaunchSync,
     ListPools,
+    Observer,
     Refill,
     Register,
+    RetrySync,
     ShipSlice,
     Sync,
     SyncDone,
     UnshipSlice,
+    ignore,
 )
 from nodes.keynode.naming import check_sae_id, pool_node
 from nodes.keynode.requests import KEY_REQUESTS, Plan, plan
+from nodes.keynode.retry import RetryTimers
 from nodes.keynode.store import KeyStore, PoolStatus, audit, delivery, pools, shipping, synclog
 from nodes.keynode.supply import KeySupply
-from nodes.keynode.sync import SYNC_REASONS, PoolLevel, SyncOrder, SyncOutcome, SyncScheduler
+from nodes.keynode.sync import (
+    FAILED_OUTCOMES,
+    SYNC_REASONS,
+    PoolLevel,
+    SyncOrder,
+    SyncOutcome,
+    SyncScheduler,
+)
 from nodes.keynode.views import pools_view
-from nodes.keynode.worker import SyncNext, SyncWorker
-from simulator import Actor, Clock, Promise, Timer
-
-
-class Observer(Protocol):
-    def __call__(self, kind: str, node: str, **data: Any) -> None: ...
-
-
-def ignore(kind: str, node: str, **data: Any) -> None:
-    """The default observer: records nothing."""
-
-
-@dataclass
-class _SyncWait:
-    """A waiting manual sync: its reply, once every one of its orders has an outcome."""
-
-    promise: Promise
-    outcomes: dict[int, SyncOutcome | None]
-
-    def settle(self, outcome: SyncOutcome) -> bool:
-        if outcome.ticket in self.outcomes:
-            self.outcomes[outcome.ticket] = outcome
-        if any(o is None for o in self.outcomes.values()):
-            return False
-        self.promise.resolve([o.as_dict() for o in self.outcomes.values() if o is not None])
-        return True
+from nodes.keynode.worker import SyncNext, SyncWait, SyncWorker
+from simulator import Actor, Clock, Timer
 
 
 class LocalKeyManager(Actor):
@@ -99,14 +86,15 @@ class LocalKeyManager(Actor):
         self._timer: Timer | None = None
         self._launch: Timer | None = None  # the worker's start, due in a clock step of its own
         self._worker: asyncio.Task[None] | None = None
-        self._waits: list[_SyncWait] = []
+        self._waits: list[SyncWait] = []
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Register: self._register, Refill: self._refill, DeleteUser: self._delete,
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
             GetKeyState: self._key_state, Audit: self._audit, AddRemote: self._add_remote,
             ShipSlice: self._ship, UnshipSlice: self._unship, SyncDone: self._sync_done,
-            LaunchSync: self._launched,
+            LaunchSync: self._launched, RetrySync: self._retry,
         }
+        self._retries = RetryTimers(clock, "", lambda sae_id: None)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,10 +103,13 @@ class LocalKeyManager(Actor):
         self._local = None
         self.sync = SyncScheduler(self.config.sync)
         self._launch, self._worker, self._waits = None, None, []
+        self._retries = RetryTimers(self.clock, f"{self.config.seed}:{self.name}:retry",
+                                    lambda sae_id: self.ref.tell(RetrySync(sae_id)))
         self._store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store)
         self._schedule_sync()
 
     async def on_stop(self) -> None:
+        self._retries.cancel_all()
         for timer in (self._timer, self._launch):  # a stopped LKM is told nothing more
             if timer is not None:
                 timer.cancel()
@@ -135,9 +126,13 @@ class LocalKeyManager(Actor):
             self._store = None
 
     def _schedule_sync(self) -> None:
+        """The next scheduled sync, at the next multiple of the interval: the phase is absolute,
+        so a restart keeps it (a restart at 12 h still syncs at 24 h, not at 36 h)."""
         interval_s = self.config.sync.interval_s
-        self.sync.scheduled_at(self.clock.now() + interval_s)
-        self._timer = self.clock.call_later(interval_s, self._on_sync_timer)
+        now = self.clock.now()
+        next_s = (math.floor(now / interval_s) + 1) * interval_s
+        self.sync.scheduled_at(next_s)
+        self._timer = self.clock.call_later(next_s - now, self._on_sync_timer)
 
     def _on_sync_timer(self) -> None:
         self.ref.tell(Sync("scheduled"))
@@ -331,7 +326,7 @@ class LocalKeyManager(Actor):
         promise = self.defer_reply() if orders else None
         if promise is None:
             return []
-        self._waits.append(_SyncWait(promise, {order.ticket: None for order in orders}))
+        self._waits.append(SyncWait(promise, {order.ticket: None for order in orders}))
         return None
 
     def _start_worker(self, at_once: bool = False) -> None:
@@ -343,6 +338,15 @@ class LocalKeyManager(Actor):
             self._begin_work()
         elif self._launch is None:
             self._launch = self.clock.call_later(0.0, lambda: self.ref.tell(LaunchSync()))
+
+    async def _retry(self, msg: RetrySync) -> None:
+        try:
+            pool = await self._pool(msg.sae_id)
+        except NotFound:  # deleted meanwhile
+            self.sync.forget(msg.sae_id)
+            return
+        if self.sync.request("retry", _level(pool)) is not None:
+            self._start_worker()
 
     async def _launched(self, msg: LaunchSync) -> None:
         self._launch = None
@@ -374,8 +378,10 @@ class LocalKeyManager(Actor):
                      keys_received=received, duration_s=duration_s, **named)
         outcome = SyncOutcome(order.ticket, order.sae_id, msg.outcome, received)
         self._waits = [wait for wait in self._waits if not wait.settle(outcome)]
-        return SyncNext(self.sync.finished(order, msg.outcome, now),
-                        kept=not msg.keys or received == len(msg.keys))
+        following = self.sync.finished(order, msg.outcome, now)
+        failed = msg.outcome in FAILED_OUTCOMES
+        self._retries.plan(order.sae_id, self.sync.backoff_s(order.sae_id) if failed else None)
+        return SyncNext(following, kept=not msg.keys or received == len(msg.keys))
 
     async def _fetch(self, sae_id: str, count: int, provision: bool = False) -> list[bytes]:
         if count <= 0:

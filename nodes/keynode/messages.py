@@ -7,6 +7,7 @@ timers and the LKM itself ``tell`` it the sync messages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,13 @@ class Sync:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrySync:
+    """An LKM's own timer: the pool whose sync failed tries again (nothing if it is gone)."""
+
+    sae_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class GetKeyState:
     """Where a key is in its lifecycle (QuMail's mark_consumed); never its material."""
 
@@ -134,3 +142,13 @@ class SyncDone:
     materials: tuple[bytes, ...] = ()
     keys: tuple[object, ...] = ()
     error: str | None = None
+
+
+class Observer(Protocol):
+    """What an LKM tells the run about itself (events such as ``sync`` and ``delivery``)."""
+
+    def __call__(self, kind: str, node: str, **data: Any) -> None: ...
+
+
+def ignore(kind: str, node: str, **data: Any) -> None:
+    """The default observer: records nothing."""

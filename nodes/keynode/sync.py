@@ -6,12 +6,15 @@ plain data back (:class:`SyncOrder`) to carry out. Per pool or slice:
 
 - *scheduled*: every ``interval_s`` (the LKM's timer asks for it);
 - *threshold*: a pool below ``threshold`` of its limit; *emergency*: below ``emergency``;
-- *manual*: on request.
+- *manual*: on request;
+- *retry*: a pool whose last sync failed (unreachable, no_key or error) tries again after a
+  backoff, ``retry_s`` doubling per failure up to ``retry_max_s`` (:meth:`backoff_s`; the LKM
+  adds jitter and sets the timer), so it refills once its KM or link is back, with no traffic.
 
 A sync tops the pool up to its limit. Orders are carried out one at a time, in the order they
 were queued, by one worker. After an ``unreachable`` or ``no_key`` outcome (the KMs answered
 but the links held no key to relay) a pool's threshold and emergency syncs wait ``retry_s``
-(scheduled and manual ones do not).
+(scheduled, manual and retry ones do not).
 
 Invariants (checked by :meth:`SyncScheduler.check`):
 
@@ -33,8 +36,10 @@ from typing import NamedTuple
 
 from nodes.keynode.config import SyncPolicy
 
-SYNC_REASONS = ("scheduled", "threshold", "emergency", "manual")
-RETRY_S = 300.0
+SYNC_REASONS = ("scheduled", "threshold", "emergency", "manual", "retry")
+RETRY_S = 300.0  # the first wait after a failed sync, doubling per failure...
+RETRY_MAX_S = 3600.0  # ...up to an hour
+FAILED_OUTCOMES = ("unreachable", "no_key", "error")
 
 
 class PoolLevel(NamedTuple):
@@ -78,12 +83,14 @@ class SyncOutcome:
 class SyncScheduler:
     policy: SyncPolicy
     retry_s: float = RETRY_S
+    retry_max_s: float = RETRY_MAX_S
     km_available: bool = True
     next_scheduled_s: float | None = None
     _queue: deque[SyncOrder] = field(default_factory=deque)
     _in_flight: set[str] = field(default_factory=set)
     _current: SyncOrder | None = None
     _retry_after: dict[str, float] = field(default_factory=dict)
+    _failures: dict[str, int] = field(default_factory=dict)
     _tickets: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # -- what the LKM observed -------------------------------------------------------------
@@ -140,10 +147,26 @@ class SyncScheduler:
         if outcome == "ok":
             self.km_available = True
             self._retry_after.pop(order.sae_id, None)
-        elif outcome in ("unreachable", "no_key"):
+            self._failures.pop(order.sae_id, None)
+        elif outcome in FAILED_OUTCOMES:
+            self._failures[order.sae_id] = self._failures.get(order.sae_id, 0) + 1
+        if outcome in ("unreachable", "no_key"):
             self.km_available = self.km_available and outcome == "no_key"
             self._retry_after[order.sae_id] = now_s + self.retry_s
         return self.take()
+
+    def backoff_s(self, sae_id: str) -> float | None:
+        """How long a pool whose last sync failed waits before it retries (None: it did not
+        fail): ``retry_s`` doubling per failure in a row, at most ``retry_max_s``."""
+        failures = self._failures.get(sae_id)
+        if not failures:
+            return None
+        return min(self.retry_s * 2 ** (failures - 1), self.retry_max_s)
+
+    def forget(self, sae_id: str) -> None:
+        """The pool is gone: no retry is owed to it."""
+        self._failures.pop(sae_id, None)
+        self._retry_after.pop(sae_id, None)
 
     def drop_all(self) -> list[SyncOrder]:
         """Forget every order (the LKM stops): the queued ones and the one being carried out."""

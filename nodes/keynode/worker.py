@@ -16,8 +16,8 @@ from typing import Any, Awaitable
 from nodes.keynode.errors import KMUnreachable, NoLinkKey
 from nodes.keynode.messages import SyncDone
 from nodes.keynode.supply import KeySupply, Shipment
-from nodes.keynode.sync import SyncOrder
-from simulator import ActorRef, ActorStopped, Clock
+from nodes.keynode.sync import SyncOrder, SyncOutcome
+from simulator import ActorRef, ActorStopped, Clock, Promise
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +77,19 @@ def _answered(reply: Awaitable[Any]) -> bool:
     """Did the LKM handle the SyncDone (so it holds the keys)?"""
     return (isinstance(reply, asyncio.Future) and reply.done() and not reply.cancelled()
             and reply.exception() is None)
+
+
+@dataclass
+class SyncWait:
+    """A waiting manual sync: its reply, once every one of its orders has an outcome."""
+
+    promise: Promise
+    outcomes: dict[int, SyncOutcome | None]
+
+    def settle(self, outcome: SyncOutcome) -> bool:
+        if outcome.ticket in self.outcomes:
+            self.outcomes[outcome.ticket] = outcome
+        if any(o is None for o in self.outcomes.values()):
+            return False
+        self.promise.resolve([o.as_dict() for o in self.outcomes.values() if o is not None])
+        return True

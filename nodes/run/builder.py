@@ -160,7 +160,8 @@ class Network:
             min_key_size_bits=min(64, settings.key_size_bits),
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
-            inline_store=self.scenario.clock == "virtual" and not self.serving)
+            inline_store=self.scenario.clock == "virtual" and not self.serving,
+            seed=self.scenario.seed)
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:

@@ -15,8 +15,8 @@ Samples (`Recorder.sample(t_s, node, metric, value)`), node = a pool, named
 
 Events (`Recorder.event(t_s, kind, node, **data)`):
 - `sync`      node = the LKM that synced. data: `pool` (pool node), `reason` (scheduled |
-              threshold | emergency | manual), `outcome` ("ok": the KM answered, possibly with
-              fewer keys than asked; "unreachable": no answer; "no_key": the KMs answered but
+              threshold | emergency | manual | retry), `outcome` ("ok": the KM answered,
+              possibly with fewer keys than asked; "unreachable": no answer; "no_key": the KMs answered but
               no path's links held key; "error": any other failure, named in `error`),
               `keys_requested`, `keys_received` (int), `duration_s` (float). (A sync its LKM did not live to finish records nothing; a caller
               waiting for it is answered "aborted".)

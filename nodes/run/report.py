@@ -37,6 +37,7 @@ SYNC_STYLE = {  # reason -> (colour, marker)
     "threshold": ("tab:orange", "v"),
     "emergency": ("tab:red", "X"),
     "manual": ("tab:green", "s"),
+    "retry": ("tab:purple", "P"),
 }
 OTHER_SYNC_STYLE = ("tab:gray", "D")
 MAX_POOL_LEGEND = 12

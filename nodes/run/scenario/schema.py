@@ -33,7 +33,7 @@ from nodes.run.scenario.base import (
 )
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
-SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "any"]
+SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "retry", "any"]
 OutageKind = Literal["down", "crash", "degrade", "partition", "latency", "qber_rise"]
 # the outage kinds are the table's (nodes/run/outages.py); tests hold the two equal
 assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
