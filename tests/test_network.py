@@ -30,6 +30,7 @@ def topology(links: list[dict], kms: int = 3, traffic: list | None = None, **ext
     """Alice on LKM_A (KM1), Bob and Carol on LKM_B (the last KM)."""
     data = {
         "name": "net", "seed": 1, "duration": "1d",
+        "hop_processing": 0,  # relays here are instant unless a test adds latency
         "defaults": {"pool_size": 100, "slice_size": 40},
         "kms": [{"id": f"KM{i}"} for i in range(1, kms + 1)], "links": links,
         "lkms": [{"id": "LKM_A", "km": "KM1"}, {"id": "LKM_B", "km": f"KM{kms}"}],

@@ -71,8 +71,10 @@ async def test_the_scheduled_sync_phase_survives_a_restart(tmp_path) -> None:
     """LKM_B crashes from 10 h to 12 h: its scheduled syncs still come at 24 h and 48 h (a
     restart used to push the first one to 36 h)."""
     data = yaml.safe_load((ROOT / "scenarios/outages/lkm_crash.yaml").read_text())
+    data["duration"] = "2d1h"  # so that the 48 h sync is recorded (an event marks its end)
     await run(parse_scenario(data), tmp_path / "out")
     rows = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
-    scheduled = sorted({row["t_s"] for row in rows if row["kind"] == "sync"
-                        and row["node"] == "LKM_B" and row["data"]["reason"] == "scheduled"})
-    assert scheduled == [86400.0, 172800.0]
+    started = sorted({round(row["t_s"] - row["data"]["duration_s"], 6) for row in rows
+                      if row["kind"] == "sync" and row["node"] == "LKM_B"
+                      and row["data"]["reason"] == "scheduled"})
+    assert started == [86400.0, 172800.0]

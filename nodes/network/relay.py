@@ -39,9 +39,11 @@ from nodes.keynode import (
     UnshipSlice,
 )
 from nodes.network.km import Generate, Ping
-from nodes.network.link import Available, GetLatency, Refund, Spend
-from nodes.network.routing import Edge, hops, shortest_path
+from nodes.network.link import Available, GetHopDelay, Refund, Spend
+from nodes.network.routing import Edge, hops, key_aware_path, shortest_path, widest_path
 from simulator import ActorRef, ActorStopped, Clock
+
+HOP_PROCESSING_S = 0.001  # a KM's forwarding per hop: OTP decrypt/re-encrypt and authentication
 
 
 class KMNetwork:
@@ -50,8 +52,12 @@ class KMNetwork:
     def __init__(self, directory: Directory, graph: nx.Graph, kms: Mapping[str, ActorRef[Any]],
                  links: Mapping[Edge, ActorRef[Any]], lkms: Mapping[str, ActorRef[Any]],
                  record: Callable[..., None], clock: Clock,
-                 key_bits: Mapping[str, int] | None = None) -> None:
+                 key_bits: Mapping[str, int] | None = None,
+                 hop_processing_s: float = HOP_PROCESSING_S,
+                 routing: str = "fewest_hops") -> None:
         self.directory = directory
+        self.routing = routing
+        self.hop_processing_s = hop_processing_s
         self.key_bits = key_bits or {}  # LKM -> the size of its keys, when known
         self.clock = clock
         self.graph = graph
@@ -73,7 +79,8 @@ class KMNetwork:
             await self.kms[km].ask(Ping())
         asked, limited = count, False
         if home_lkm in self.key_bits:  # ship only what a path can carry now
-            path, fits, cause = await self._find(src, dst, self.key_bits[home_lkm], set(), set())
+            path, fits, cause = await self._find(src, dst, self.key_bits[home_lkm], set(), set(),
+                                                 count)
             if path is None:
                 self._cannot_relay(src, dst, self.key_bits[home_lkm], count, cause)
             limited, count = fits < count, min(count, fits)
@@ -83,6 +90,7 @@ class KMNetwork:
             return shipment
         key_bits = len(keys[0].material) * 8
         try:
+            sent_s = self.clock.now()
             path, carried, cause = await self.relay(src, dst, key_bits, len(keys))
         except BaseException:  # interrupted before any hop was left spent: the keys go home
             await self._unship(shipment)
@@ -96,8 +104,10 @@ class KMNetwork:
             await self._unship(Shipment(owner, home_lkm, lkm_id, tuple(keys[carried:])))
         limited = limited or carried < len(keys)  # the links, not the home pool, held it back
         partial = {"requested": asked, "partial": True} if limited else {}
+        trusted = {"trusted": "-".join(path[1:-1])} if len(path) > 2 else {}
         self.record("relay", src, to=dst, bits=sent.bits, keys=carried, hops=len(path) - 1,
-                    path="-".join(path), **partial)
+                    path="-".join(path), sites=f"{home_lkm}>{lkm_id}",
+                    delay_s=round(self.clock.now() - sent_s, 9), **trusted, **partial)
         return sent
 
     async def return_slice(self, shipment: Shipment) -> None:
@@ -117,7 +127,8 @@ class KMNetwork:
         bad_edges: set[Edge] = set()
         bad_nodes: set[str] = set()
         while True:
-            path, fits, cause = await self._find(src, dst, key_bits, bad_edges, bad_nodes)
+            path, fits, cause = await self._find(src, dst, key_bits, bad_edges, bad_nodes,
+                                                 count)
             if path is None:
                 return None, 0, cause
             carried = min(count, fits)
@@ -133,12 +144,13 @@ class KMNetwork:
             bad_edges.add(failed)
 
     async def _find(self, src: str, dst: str, key_bits: int, bad_edges: set[Edge],
-                    bad_nodes: set[str]) -> tuple[list[str] | None, int, str]:
-        """The first fewest-hop path whose KMs are up and whose every hop can carry a key now
-        (learning what is down or short into ``bad_*``), with how many keys it can carry; or
-        None, 0 and why not."""
+                    bad_nodes: set[str], count: int = 1) -> tuple[list[str] | None, int, str]:
+        """The first path of the routing policy whose KMs are up and whose every hop can carry
+        a key now (learning what is down or short into ``bad_*``), with how many keys it can
+        carry; or None, 0 and why not."""
         cause = "no_path"
-        while (path := self._path(src, dst, bad_edges, bad_nodes)) is not None:
+        while (path := await self._route(src, dst, key_bits, count, bad_edges,
+                                         bad_nodes)) is not None:
             down = await self._down_relays(path)
             if down:
                 bad_nodes |= down
@@ -148,7 +160,32 @@ class KMNetwork:
                 return path, fits, "ok"
             bad_edges.add(narrowest)
             cause = "no_key" if why == "no_key" else cause
+        if self.routing != "fewest_hops" and cause == "no_path":
+            cause = await self._why_not(src, dst, bad_nodes)
         return None, 0, cause
+
+    async def _route(self, src: str, dst: str, key_bits: int, count: int,
+                     bad_edges: set[Edge], bad_nodes: set[str]) -> list[str] | None:
+        """The next path to try: fewest hops (remembered: the graph never changes), or, for
+        ``widest`` and ``key_aware``, computed afresh from what every link holds now."""
+        if self.routing == "fewest_hops":
+            return self._path(src, dst, bad_edges, bad_nodes)
+        available = {edge: bits for edge, bits in (await self._available()).items()
+                     if bits is not None}
+        if self.routing == "widest":
+            return widest_path(self.graph, src, dst, available, key_bits, bad_edges, bad_nodes)
+        return key_aware_path(self.graph, src, dst, available, key_bits, count * key_bits,
+                              bad_edges, bad_nodes)
+
+    async def _available(self) -> dict[Edge, int | None]:
+        return {edge: await ref.ask(Available()) for edge, ref in sorted(self.links.items())}
+
+    async def _why_not(self, src: str, dst: str, bad_nodes: set[str]) -> str:
+        """No usable path under a key-seeing policy: "no_key" if links that are up connect the
+        two KMs (they are only short of key), else "no_path"."""
+        up = {edge for edge, bits in (await self._available()).items() if bits is not None}
+        down = [edge for edge in self.links if edge not in up]
+        return "no_key" if shortest_path(self.graph, src, dst, down, bad_nodes) else "no_path"
 
     def _cannot_relay(self, src: str, dst: str, key_bits: int, keys: int, cause: str) -> NoReturn:
         self.record("relay_failure", src, to=dst, bits=key_bits * keys, keys=keys, cause=cause)
@@ -200,12 +237,13 @@ class KMNetwork:
         return None if path is None else list(path)
 
     async def _cross(self, path: list[str]) -> None:
-        """The relay takes as long as the added latency of the links it crossed."""
-        delay_s = 0.0
+        """The relay crosses hop by hop, each taking its link's propagation and added latency
+        plus the KM's processing (``hop_processing_s``): the slice arrives after the path's
+        latency, and its pool may run dry meanwhile."""
         for edge in hops(path):
-            delay_s += await self.links[edge].ask(GetLatency())
-        if delay_s > 0:
-            await self.clock.sleep(delay_s)
+            delay_s = await self.links[edge].ask(GetHopDelay()) + self.hop_processing_s
+            if delay_s > 0:
+                await self.clock.sleep(delay_s)
 
     async def _down_relays(self, path: list[str]) -> set[str]:
         down = set()

@@ -121,7 +121,8 @@ class Network:
         graph = km_graph([km.id for km in scenario.kms], [(ln.a, ln.b) for ln in scenario.links])
         key_bits = {lkm.id: scenario.lkm_settings(lkm.id).key_size_bits for lkm in scenario.lkms}
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
-                                    sim.record, sim.clock, key_bits)
+                                    sim.record, sim.clock, key_bits, scenario.hop_processing_s,
+                                    scenario.routing)
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
         self._crash_causes: dict[str, set[str]] = {}

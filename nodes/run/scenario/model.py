@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, model_validator
 
-from nodes.run.scenario.base import Count, Frozen, PathErrors, PositiveSeconds, error_line
+from nodes.run.scenario.base import (
+    Count,
+    Frozen,
+    PathErrors,
+    PositiveSeconds,
+    Seconds,
+    error_line,
+)
 from nodes.run.scenario.checks import reference_errors, target_kinds
 from nodes.run.scenario.links import Link
 from nodes.run.scenario.schema import (
@@ -57,6 +64,12 @@ class Scenario(Frozen):
     transport: Literal["http", "direct"] = Field(
         "http", description="how simulated SAEs reach their LKM: real HTTP to its served ETSI 014 "
         "API, or the same ETSI messages asked of the LKM actor directly (no HTTP stack; faster)")
+    routing: Literal["fewest_hops", "widest", "key_aware"] = Field(
+        "fewest_hops", description="how relays choose a path: fewest hops (ties in name order), "
+        "the widest (largest smallest buffer), or key_aware (a hop costs 1 + demand/available)")
+    hop_processing_s: Seconds = Field(
+        0.001, ge=0, alias="hop_processing",
+        description="a KM's time to forward one relay message (OTP and authentication)")
     defaults: Defaults = Field(default_factory=Defaults)
     kms: tuple[KM, ...] = Field(min_length=1)
     links: tuple[Link, ...] = ()
