@@ -31,12 +31,20 @@ from nodes.network.rates import (
     preset_model,
 )
 from nodes.network.relay import KMNetwork
-from nodes.network.routing import Edge, bottleneck, edge_key, hops, km_graph, shortest_path
+from nodes.network.routing import (
+    ROUTING_POLICIES,
+    Edge,
+    bottleneck,
+    edge_key,
+    hops,
+    km_graph,
+    shortest_path,
+)
 
 __all__ = [
     "Available", "CALIBRATION", "DecoyBB84", "GYS_CUTOFF_KM", "GetAccount", "LinkSpec",
     "PARAMETER_NAMES", "PRESETS", "STATES", "SetQber", "budget_rate_bps", "calibration_rows",
-    "preset_model", "bottleneck",
+    "preset_model", "bottleneck", "ROUTING_POLICIES",
     "Degrade", "Edge", "Generate", "GetLatency", "KMNetwork", "KeyManager", "Level", "Ping",
     "QKDLink", "Refund", "SetDown", "SetLatency", "SetUp", "Spend", "edge_key", "hops",
     "km_graph", "shortest_path",

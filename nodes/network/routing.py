@@ -55,3 +55,43 @@ def bottleneck(graph: nx.Graph, src: str, dst: str, capacity: Mapping[Edge, int]
         return None
     path = min(nx.all_shortest_paths(graph, src, dst))
     return min(hops(path), key=lambda edge: (capacity[edge], edge))
+
+
+ROUTING_POLICIES = ("fewest_hops", "widest", "key_aware")
+
+
+def widest_path(graph: nx.Graph, src: str, dst: str, available: Mapping[Edge, int],
+                need: int, bad_edges: Collection[Edge] = (),
+                bad_nodes: Collection[str] = ()) -> list[str] | None:
+    """The path whose smallest available buffer is largest (at least ``need``); among those,
+    the fewest hops, ties in name order."""
+    levels = sorted({bits for edge, bits in available.items() if bits >= need and
+                     edge not in bad_edges}, reverse=True)
+    for level in levels:  # the widest level at which src and dst still connect
+        narrow = {edge for edge, bits in available.items() if bits < level}
+        path = shortest_path(graph, src, dst, {*bad_edges, *narrow}, bad_nodes)
+        if path is not None:
+            return path
+    return None
+
+
+def key_aware_path(graph: nx.Graph, src: str, dst: str, available: Mapping[Edge, int],
+                   need: int, demand: int, bad_edges: Collection[Edge] = (),
+                   bad_nodes: Collection[str] = ()) -> list[str] | None:
+    """The least-cost path where a hop costs ``1 + demand / available``: about one per hop while
+    key is plentiful, rising steeply as a link's key falls towards what the relay asks for
+    (links that hold less than ``need``, one key, are left out)."""
+    if src == dst:
+        return [src]
+    view = nx.subgraph_view(
+        graph, filter_node=lambda n: n in (src, dst) or n not in bad_nodes,
+        filter_edge=lambda a, b: edge_key(a, b) not in bad_edges
+        and available.get(edge_key(a, b), 0) >= need)
+
+    def cost(a: str, b: str, _: object) -> float:
+        return 1.0 + demand / max(available[edge_key(a, b)], 1)
+
+    try:
+        return list(nx.dijkstra_path(view, src, dst, weight=cost))
+    except nx.NetworkXNoPath:
+        return None

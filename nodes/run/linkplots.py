@@ -207,3 +207,26 @@ def write_rate_figure(curves: list[RateCurve], title: str, max_km: float, path: 
     with matplotlib.style.context("default"):
         figure = plot_rate_vs_distance(curves, title, max_km)
         figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def write_policy_figure(table: dict[str, dict[str, Any]], title: str, path: Any) -> None:
+    """Failed sends, mean relay delay and utilisation spread per routing policy, side by
+    side (``python -m nodes.run.routing_compare``)."""
+    from matplotlib.style import context
+
+    panels = (("failed_sends", "failed sends"), ("mean_relay_delay_ms", "mean relay delay (ms)"),
+              ("utilisation_spread", "utilisation spread (max - min)"),
+              ("keys_seen_by_trusted_nodes", "keys seen by trusted KMs"))
+    with context("default"):
+        figure = Figure(figsize=(11.0, 3.6), dpi=DPI, layout="constrained")
+        policies = list(table)
+        for ax, (key, label) in zip(figure.subplots(1, len(panels)), panels):
+            values = [table[p][key] or 0 for p in policies]
+            ax.bar(policies, values, color=["tab:gray", "tab:blue", "tab:green"][:len(values)])
+            ax.set_title(label, fontsize=10)
+            ax.tick_params(axis="x", labelsize=8)
+            ax.grid(alpha=0.3, axis="y")
+            for i, value in enumerate(values):
+                ax.text(i, value, f"{value:g}", ha="center", va="bottom", fontsize=8)
+        figure.suptitle(f"{title}: routing policies compared")
+        figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
