@@ -23,8 +23,10 @@ Events (`Recorder.event(t_s, kind, node, **data)`):
 - `delivery`  node = the LKM that delivered keys to a sender (enc_keys). data: `keys` (int),
               `pool` (pool node), `master` and `slave` (SAE IDs).
 - `relay`     node = the home KM of a relayed slice top-up. data: `to` (the asking KM),
-              `keys`, `bits`, `hops`, `path` ("KM3-KM2-KM1"); `requested` and `partial`
-              when the links carried fewer keys than the sync asked for.
+              `keys`, `bits`, `hops`, `path` ("KM3-KM2-KM1"), `sites` ("LKM_B>LKM_A": the
+              home LKM and the asking one), `delay_s` (from shipping to arrival), `trusted`
+              ("KM2": the KMs in between, which saw the keys in the clear; absent for one
+              hop); `requested` and `partial` when the links carried fewer keys than asked.
 - `relay_failure` node = the home KM. data: `to`, `keys`, `bits`, `cause` ("no_path" |
               "no_key"); or `stranded` (keys left SHIPPED at a home LKM that went down).
 - `link_state` node = a link. data: `state` (READY | WARNING | CHARGING | EMPTY | DOWN |

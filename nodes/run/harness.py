@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from nodes.run.builder import Network
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.linkplots import format_links_table
-from nodes.run.report import format_summary_table, write_report
+from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario
 from nodes.traffic import TraceWriter
 from simulator import ClockError, Progress, Simulation, Stalled
@@ -155,6 +155,9 @@ def format_outcome(outcome: RunOutcome) -> str:
                                                 "links in summary.txt ..."]
     if outcome.summary.get("links"):
         lines += [*links, ""]
+    if outcome.summary.get("exposure"):
+        lines += [*format_exposure_table(outcome.summary).rstrip().splitlines()[:MAX_PRINTED_ROWS],
+                  ""]
     audit = outcome.summary["audit"]
     if audit:
         lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "

@@ -70,7 +70,7 @@ def write_report(
         if links is not None:
             paths.append(out / "plots" / "links.png")
             _save(linkplots.plot_links(recorder, links, scenario_name, windows), paths[-1])
-    text = format_summary_table(summary)
+    text = format_summary_table(summary) + "\n" + format_exposure_table(summary)
     if links is not None:
         summary["links"] = links
         text += "\n" + linkplots.format_links_table(links)
@@ -273,7 +273,40 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
         "failed_sends": sum(row["failed_sends"] for row in nodes.values()),
         "syncs": merge_counts((reason, outcome) for _, reason, outcome in syncs),
     }
-    return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals}
+    return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals,
+            "exposure": exposure(recorder)}
+
+
+def exposure(recorder: Recorder) -> dict[str, dict[str, dict[str, int]]]:
+    """What each trusted KM saw in the clear while relaying: per KM, per pair of user sites
+    (the two LKMs a relay joined, "LKM_A<->LKM_B"), the keys and bits (from ``relay`` events'
+    ``trusted`` and ``sites``)."""
+    seen: dict[str, dict[str, dict[str, int]]] = {}
+    for event in recorder.events_of("relay"):
+        trusted, sites = event.get("trusted"), event.get("sites")
+        if not isinstance(trusted, str) or not isinstance(sites, str):
+            continue
+        pair = "<->".join(sorted(sites.split(">")))
+        for km in trusted.split("-"):
+            row = seen.setdefault(km, {}).setdefault(pair, {"keys": 0, "bits": 0})
+            row["keys"] += int(_number(event.get("keys")))
+            row["bits"] += int(_number(event.get("bits")))
+    return {km: dict(sorted(pairs.items())) for km, pairs in sorted(seen.items())}
+
+
+def format_exposure_table(summary: dict[str, Any]) -> str:
+    """Trusted-node exposure as text: one row per KM and pair of user sites."""
+    rows = [("trusted KM", "user sites", "keys seen", "bits seen")]
+    for km, pairs in summary.get("exposure", {}).items():
+        rows += [(km, pair, f"{seen['keys']:,}", f"{seen['bits']:,}")
+                 for pair, seen in pairs.items()]
+    if len(rows) == 1:
+        return "exposure: no key was relayed through a trusted node\n"
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [join_cells(row, widths) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "exposure (keys trusted nodes saw in the clear while relaying)\n" + \
+        "\n".join(lines) + "\n"
 
 
 COUNTED_KEYS = {"generate": "keys_generated", "relay": "keys_relayed",

@@ -1,0 +1,95 @@
+"""Relays in virtual time, routing policies, and trusted-node exposure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import yaml
+
+from nodes.network.routing import key_aware_path, widest_path
+from nodes.run.harness import run
+from nodes.run.routing_compare import compare
+from nodes.run.scenario import parse_scenario
+from tests.test_network import A, B, topology
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def square() -> nx.Graph:
+    """KM1 joined to KM4 directly and through KM2 and KM3."""
+    graph = nx.Graph()
+    graph.add_edges_from([("KM1", "KM4"), ("KM1", "KM2"), ("KM2", "KM4"), ("KM1", "KM3"),
+                          ("KM3", "KM4")])
+    return graph
+
+
+AVAILABLE = {("KM1", "KM4"): 50_000, ("KM1", "KM2"): 900_000, ("KM2", "KM4"): 400_000,
+             ("KM1", "KM3"): 800_000, ("KM3", "KM4"): 700_000}
+
+
+def test_widest_takes_the_path_with_the_largest_smallest_buffer() -> None:
+    assert widest_path(square(), "KM1", "KM4", AVAILABLE, 8192) == ["KM1", "KM3", "KM4"]
+    # a link that cannot hold one key is never used, however short
+    assert widest_path(square(), "KM1", "KM4", {**AVAILABLE, ("KM1", "KM2"): 0,
+                                                ("KM1", "KM3"): 0}, 8192) == ["KM1", "KM4"]
+
+
+def test_key_aware_pays_for_a_hop_as_its_key_falls_relative_to_demand() -> None:
+    # a small demand: the direct hop costs 1 + 8192/50000 < any two-hop path
+    assert key_aware_path(square(), "KM1", "KM4", AVAILABLE, 8192, 8192) == ["KM1", "KM4"]
+    # 80,000 bits: the direct hop costs 1 + 80000/50000 = 2.6, the detour through KM3
+    # 2 + 80000/800000 + 80000/700000 = 2.21, the one through KM2 2 + 0.09 + 0.2 = 2.29
+    assert key_aware_path(square(), "KM1", "KM4", AVAILABLE, 8192, 80_000) == \
+        ["KM1", "KM3", "KM4"]
+
+
+async def test_a_slice_arrives_after_its_paths_latency(tmp_path: Path) -> None:
+    """Two 100 km hops and 10 ms of processing per hop: each top-up takes
+    2 x (100 km x 5 us/km + 10 ms) = 21 ms, and its sync ends that long after it started."""
+    line = [{"a": "KM1", "b": "KM2", "model": "fixed", "rate_bps": 1e5, "length_km": 100,
+             "initial_bits": 10_000_000},
+            {"a": "KM2", "b": "KM3", "model": "fixed", "rate_bps": 1e5, "length_km": 100,
+             "initial_bits": 10_000_000}]
+    data = topology(line, duration="6h", hop_processing="10ms",
+                    traffic=[{"from": A, "to": B, "mails_per_hour": 30, "mail_bytes": 4000}])
+    await run(parse_scenario(data), tmp_path / "out")
+    rows = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
+    relays = [row for row in rows if row["kind"] == "relay"]
+    syncs = [row for row in rows if row["kind"] == "sync" and row["data"]["pool"] == f"LKM_A/{B}"
+             and row["data"]["keys_received"]]
+    assert len(relays) >= 3 and len(syncs) == len(relays)
+    assert all(row["data"]["delay_s"] == pytest.approx(0.021) for row in relays)
+    assert all(row["data"]["duration_s"] == pytest.approx(0.021) for row in syncs)
+
+
+async def test_exposure_in_relay_line_is_every_relayed_key_seen_by_the_middle_km(
+        tmp_path: Path) -> None:
+    """In relay_line every key between LKM_A (KM1) and LKM_B (KM3) crosses KM2. By hand: the
+    keys the slices received (the sync events of the slices at both ends) are the keys KM2
+    saw, each 8192 bits."""
+    data = yaml.safe_load((ROOT / "scenarios/relay_line.yaml").read_text())
+    outcome = await run(parse_scenario(data), tmp_path / "out")
+    rows = [json.loads(line) for line in (tmp_path / "out/events.jsonl").read_text().splitlines()]
+    slices = {"LKM_A/SAE_BOB_001", "LKM_A/SAE_CAROL_001", "LKM_B/SAE_ALICE_001"}
+    keys = sum(row["data"]["keys_received"] for row in rows
+               if row["kind"] == "sync" and row["data"]["pool"] in slices)
+    assert keys > 0
+    assert outcome.summary["exposure"] == {
+        "KM2": {"LKM_A<->LKM_B": {"keys": keys, "bits": keys * 8192}}}
+    assert "KM2         LKM_A<->LKM_B" in (tmp_path / "out/summary.txt").read_text()
+
+
+async def test_the_three_routing_policies_on_routing_compare(tmp_path: Path) -> None:
+    table = await compare(ROOT / "scenarios/routing_compare.yaml", tmp_path, "1d")
+    assert set(table) == {"fewest_hops", "widest", "key_aware"}
+    fewest, widest, aware = table["fewest_hops"], table["widest"], table["key_aware"]
+    # fewest hops starves the direct link and fails sends; the others take the detour
+    assert fewest["failed_sends"] > 5 * max(widest["failed_sends"], aware["failed_sends"], 1)
+    assert widest["utilisation_spread"] < fewest["utilisation_spread"]
+    # the detour costs a hop: relays take longer, and KM3 sees more keys
+    assert widest["mean_relay_delay_ms"] > fewest["mean_relay_delay_ms"]
+    assert widest["keys_seen_by_trusted_nodes"] > fewest["keys_seen_by_trusted_nodes"]
+    assert (tmp_path / "fewest_hops/summary.json").is_file()
