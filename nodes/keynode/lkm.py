@@ -1,24 +1,20 @@
 """The local key manager (LKM) actor: per-user key pools, remote slices, ETSI 014, hybrid sync.
 
-Every HTTP request reaches the LKM as a message (:mod:`nodes.keynode.messages`). The three ETSI
-key requests are planned, stored and answered by :mod:`nodes.keynode.requests` (one store
-transaction for all the requests queued together); the seed's routes are handled here. The LKM
-never reads the time except through its injected clock.
+Every HTTP request reaches the LKM as a message (:mod:`nodes.keynode.messages`); the three ETSI
+key requests are answered by :mod:`nodes.keynode.requests` (one store transaction for all those
+queued together), the seed's routes here. Time comes only from the injected clock.
 
 Pools: the *home pool* of each SAE homed here, and a *slice* of the home pool of each remote SAE
-that local senders write to (keys reserved at the receiver's home LKM and relayed here ahead of
-time, so a cross-site send is served locally even while the network is down).
+that local senders write to (keys reserved at the receiver's home LKM, above its own threshold,
+and relayed here ahead of time, so a cross-site send is served locally while the network is down).
 
-Sync: :class:`~nodes.keynode.sync.SyncScheduler` decides (pure); this actor has its orders
-carried out by one :class:`~nodes.keynode.worker.SyncWorker` task, started in a clock step of its
-own so that a sync never interleaves with the request that triggered it (a waiting manual sync
-starts it at once). The worker hands each result back as a
-:class:`~nodes.keynode.messages.SyncDone` message, whose reply is its next order: an LKM never
-awaits another actor inside its mailbox, so no cycle of actors can wait on each other. Any
-failure of a fetch is an outcome (``unreachable``, ``no_key``, ``error``), never a pool stuck in
-flight, and a pool whose sync failed retries on a backoff timer (:mod:`nodes.keynode.retry`).
+Sync: :class:`~nodes.keynode.sync.SyncScheduler` decides (pure); one
+:class:`~nodes.keynode.worker.SyncWorker` task carries its orders out, started in a clock step of
+its own (a waiting manual sync starts it at once), and hands each result back as a
+:class:`~nodes.keynode.messages.SyncDone` message whose reply is its next order: an LKM never
+awaits another actor in its mailbox. A failed fetch is an outcome (``unreachable``, ``no_key``,
+``error``), never a pool stuck in flight, and retries on a backoff (:mod:`nodes.keynode.retry`).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -193,10 +189,13 @@ class LocalKeyManager(Actor):
         if self.sync.level(_level(pool), self.clock.now()) is not None:
             self._start_worker()
 
-    async def pool_drained(self, sae_id: str) -> None:
-        pool = await self.store.read(pools.status(sae_id))
-        if pool is not None:
-            self.pool_changed(pool)
+    async def pool_drained(self, sae_id: str, reserve_hit: bool = False) -> None:
+        """As pool_changed; a pool that kept keys back for its reserve is topped up at once."""
+        if (pool := await self.store.read(pools.status(sae_id))) is None:
+            return
+        if reserve_hit and self.sync.request("threshold", _level(pool)):
+            self._start_worker()
+        self.pool_changed(pool)
 
     async def open_slice(self, sae_id: str) -> bool:
         """A first request for a known remote SAE opens a slice of its pool here (filled by an
@@ -285,7 +284,7 @@ class LocalKeyManager(Actor):
         if keys:
             self.observe("ship", self.name, pool=pool_node(self.name, msg.owner),
                          to=msg.to_lkm, keys=len(keys))
-            await self.pool_drained(msg.owner)
+        await self.pool_drained(msg.owner, reserve_hit=len(keys) < msg.count)
         return keys
 
     async def _unship(self, msg: UnshipSlice) -> int:
@@ -378,8 +377,8 @@ class LocalKeyManager(Actor):
                      keys_received=received, duration_s=duration_s, **named)
         outcome = SyncOutcome(order.ticket, order.sae_id, msg.outcome, received)
         self._waits = [wait for wait in self._waits if not wait.settle(outcome)]
-        following = self.sync.finished(order, msg.outcome, now)
-        failed = msg.outcome in FAILED_OUTCOMES
+        following = self.sync.finished(order, msg.outcome, now, received)
+        failed = msg.outcome in FAILED_OUTCOMES or (msg.outcome == "ok" and received == 0)
         self._retries.plan(order.sae_id, self.sync.backoff_s(order.sae_id) if failed else None)
         return SyncNext(following, kept=not msg.keys or received == len(msg.keys))
 

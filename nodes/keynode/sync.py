@@ -139,16 +139,20 @@ class SyncScheduler:
         self._current = self._queue.popleft()
         return self._current
 
-    def finished(self, order: SyncOrder, outcome: str, now_s: float) -> SyncOrder | None:
-        """``order`` ended with ``outcome``; the worker's next order, or None (it stops)."""
+    def finished(self, order: SyncOrder, outcome: str, now_s: float,
+                 received: int | None = None) -> SyncOrder | None:
+        """``order`` ended with ``outcome`` (and ``received`` keys, if known); the worker's next
+        order, or None (it stops). An ok that brought nothing retries like a failure."""
         assert self._current is not None and self._current.ticket == order.ticket
         self._current = None
         self._in_flight.discard(order.sae_id)
+        empty = outcome == "ok" and received == 0 and order.asked > 0
         if outcome == "ok":
             self.km_available = True
             self._retry_after.pop(order.sae_id, None)
+        if outcome == "ok" and not empty:
             self._failures.pop(order.sae_id, None)
-        elif outcome in FAILED_OUTCOMES:
+        elif outcome in FAILED_OUTCOMES or empty:
             self._failures[order.sae_id] = self._failures.get(order.sae_id, 0) + 1
         if outcome in ("unreachable", "no_key"):
             self.km_available = self.km_available and outcome == "no_key"

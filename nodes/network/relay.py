@@ -86,7 +86,8 @@ class KMNetwork:
             limited, count = fits < count, min(count, fits)
         keys: list[Key] = await self._ask_lkm(home_lkm, ShipSlice(owner, lkm_id, count))
         shipment = Shipment(owner, home_lkm, lkm_id, tuple(keys))
-        if not keys:
+        if not keys:  # the home pool is at its own threshold (or empty): it keeps the rest
+            self.record("relay_failure", src, to=dst, keys=count, cause="home_reserve")
             return shipment
         key_bits = len(keys[0].material) * 8
         try:
@@ -102,8 +103,9 @@ class KMNetwork:
                         carried * key_bits)
         if carried < len(keys):  # what the path could not carry goes home now
             await self._unship(Shipment(owner, home_lkm, lkm_id, tuple(keys[carried:])))
-        limited = limited or carried < len(keys)  # the links, not the home pool, held it back
-        partial = {"requested": asked, "partial": True} if limited else {}
+        held = ("links" if limited or carried < len(keys) else
+                "home_reserve" if len(keys) < count else None)
+        partial = {"requested": asked, "partial": True, "held_by": held} if held else {}
         trusted = {"trusted": "-".join(path[1:-1])} if len(path) > 2 else {}
         self.record("relay", src, to=dst, bits=sent.bits, keys=carried, hops=len(path) - 1,
                     path="-".join(path), sites=f"{home_lkm}>{lkm_id}",

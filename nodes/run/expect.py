@@ -26,9 +26,11 @@ Events (`Recorder.event(t_s, kind, node, **data)`):
               `keys`, `bits`, `hops`, `path` ("KM3-KM2-KM1"), `sites` ("LKM_B>LKM_A": the
               home LKM and the asking one), `delay_s` (from shipping to arrival), `trusted`
               ("KM2": the KMs in between, which saw the keys in the clear; absent for one
-              hop); `requested` and `partial` when the links carried fewer keys than asked.
+              hop); `requested`, `partial` and `held_by` ("links" | "home_reserve") when fewer
+              keys came than the sync asked for.
 - `relay_failure` node = the home KM. data: `to`, `keys`, `bits`, `cause` ("no_path" |
-              "no_key"); or `stranded` (keys left SHIPPED at a home LKM that went down).
+              "no_key" | "home_reserve": the home pool was at its threshold); or `stranded`
+              (keys left SHIPPED at a home LKM that went down).
 - `link_state` node = a link. data: `state` (READY | WARNING | CHARGING | EMPTY | DOWN |
               ABORT), `bits`; recorded when a touch of the link finds its state changed.
 - `failure`   one failed send. node = the sending SAE. data: `to` (receiver SAE),

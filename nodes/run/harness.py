@@ -25,6 +25,7 @@ from nodes.traffic import TraceWriter
 from simulator import ClockError, Progress, Simulation, Stalled
 
 MAX_PRINTED_ROWS = 40
+MAX_PRINTED_FAILURES = 10
 STALL_S = 60.0  # wall seconds without any progress before a virtual run is declared hung
 
 
@@ -164,8 +165,11 @@ def format_outcome(outcome: RunOutcome) -> str:
                      "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
     else:
         lines.append("not audited: the run ended early")
-    for failure in outcome.actor_failures:
+    for failure in outcome.actor_failures[:MAX_PRINTED_FAILURES]:
         lines.append(f"FAILURE  {failure}")
+    if len(outcome.actor_failures) > MAX_PRINTED_FAILURES:
+        more = len(outcome.actor_failures) - MAX_PRINTED_FAILURES
+        lines.append(f"... {more} more failures in summary.json (actor_failures)")
     for result in outcome.results:
         lines.append(f"{'PASS' if result.passed else 'FAIL'}  {result.name}: {result.figure}")
     rate = outcome.summary["simulated_s"] / max(outcome.wall_s, 1e-9)

@@ -1,6 +1,7 @@
 """Slices: keys of a home pool reserved for a slice at another LKM, and the slice's copies.
 
-At the receiver's home LKM, :func:`ship` moves keys to ``SHIPPED`` (the material stays there for
+At the receiver's home LKM, :func:`ship` moves keys (only those above the home pool's own
+threshold) to ``SHIPPED`` (the material stays there for
 the receiver to read once); :func:`unship` gives back those that never reached the slice. At
 the sender's LKM, :func:`store_slice` adds the relayed copies to the receiver's slice.
 """
@@ -17,18 +18,21 @@ from nodes.keynode.store.schema import fetchall, marks
 
 
 def ship(owner: str, to_lkm: str, n: int, now: float) -> Txn[list[Key]]:
-    """Reserve up to ``n`` whole keys of ``owner``'s home pool for a slice at ``to_lkm``."""
+    """Reserve up to ``n`` whole keys of ``owner``'s home pool for a slice at ``to_lkm``, but
+    never below the home pool's own threshold: slices are served from what is above it (the
+    *reserve* policy), so the owner's own sends never wait on slices elsewhere."""
     def txn(db: sqlite3.Connection) -> list[Key]:
-        pool = fetchall(db, "SELECT key_size_bits FROM key_pools WHERE sae_id = ? AND"
-                            " home_lkm IS NULL", (owner,))
-        if not pool or n <= 0:
+        pool = fetchall(db, "SELECT key_size_bits, available_keys - low_threshold FROM key_pools"
+                            " WHERE sae_id = ? AND home_lkm IS NULL", (owner,))
+        allowed = min(n, pool[0][1]) if pool else 0
+        if allowed <= 0:
             return []
         rows = fetchall(db,
             f"UPDATE quantum_keys SET status = {KeyState.SHIPPED:d}, shipped_to = ?,"
             " slave_sae_id = sae_id, delivered_at = ? WHERE id IN (SELECT id FROM quantum_keys"
             f" WHERE sae_id = ? AND status = {KeyState.AVAILABLE:d} AND size_bits = ?"
             " ORDER BY seq LIMIT ?) RETURNING seq, key_id, key_data",
-            (to_lkm, now, owner, pool[0][0], n))
+            (to_lkm, now, owner, pool[0][0], allowed))
         count(db, owner, -len(rows), -len(rows) * pool[0][0], len(rows))
         return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
     return txn
