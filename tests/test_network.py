@@ -65,6 +65,14 @@ async def network(tmp_path: Path, data: dict) -> AsyncIterator[Network]:
         await sim.shutdown()
 
 
+async def relay(net: Network, src: str, dst: str, count: int) -> tuple:
+    """Relay ``count`` keys as the LKMs' workers do: in a task of the simulation, the clock
+    settling meanwhile (the relay's hops are messages between KM actors)."""
+    task = net.sim.start_task(net.km_network.relay(src, dst, KEY_BITS, count))
+    await net.sim.settle()
+    return task.result()
+
+
 async def levels(net: Network) -> dict[tuple[str, str], float]:
     return {edge: await ref.ask(Level()) for edge, ref in net.links.items()}
 
@@ -84,7 +92,7 @@ async def call(net: Network, lkm: str, sae: str, method: str, path: str, **kw) -
 async def test_a_relay_spends_the_relayed_bits_on_every_hop(tmp_path: Path) -> None:
     async with network(tmp_path, topology(LINE)) as net:
         before = await levels(net)
-        path = await net.km_network.relay("KM3", "KM1", KEY_BITS, 5)
+        path = await relay(net, "KM3", "KM1", 5)
         after = await levels(net)
     assert path == (["KM3", "KM2", "KM1"], 5, "ok")
     assert {edge: before[edge] - after[edge] for edge in before} == {
@@ -102,9 +110,9 @@ async def test_opening_a_slice_ships_keys_over_the_relay_and_accounts_every_hop(
 
 async def test_a_link_down_reroutes_over_another_path(tmp_path: Path) -> None:
     async with network(tmp_path, topology(SQUARE, kms=4)) as net:
-        first = await net.km_network.relay("KM1", "KM4", KEY_BITS, 1)
+        first = await relay(net, "KM1", "KM4", 1)
         net.links[edge_key("KM1", "KM2")].tell(SetUp(False))
-        second = await net.km_network.relay("KM1", "KM4", KEY_BITS, 1)
+        second = await relay(net, "KM1", "KM4", 1)
     assert first == (["KM1", "KM2", "KM4"], 1, "ok") and second == (["KM1", "KM3", "KM4"], 1, "ok")
 
 
@@ -113,7 +121,7 @@ async def test_no_path_fails_cleanly_with_nothing_spent_or_shipped(tmp_path: Pat
         net.links[edge_key("KM2", "KM4")].tell(SetUp(False))
         net.links[edge_key("KM3", "KM4")].tell(SetUp(False))
         before_links, before_home = await levels(net), await pools(net, "LKM_B")
-        assert await net.km_network.relay("KM1", "KM4", KEY_BITS, 1) == (None, 0, "no_path")
+        assert await relay(net, "KM1", "KM4", 1) == (None, 0, "no_path")
         with pytest.raises(KMUnreachable):
             await net.km_network.fetch_slice("LKM_A", B, "LKM_B", 10)
         assert await levels(net) == before_links

@@ -93,3 +93,37 @@ async def test_the_three_routing_policies_on_routing_compare(tmp_path: Path) -> 
     assert widest["mean_relay_delay_ms"] > fewest["mean_relay_delay_ms"]
     assert widest["keys_seen_by_trusted_nodes"] > fewest["keys_seen_by_trusted_nodes"]
     assert (tmp_path / "fewest_hops/summary.json").is_file()
+
+
+async def test_a_km_going_down_under_a_relay_message_fails_it_and_refunds(tmp_path) -> None:
+    """Hops are messages from KM to KM: KM2 goes down while the message is on its way to it
+    (each hop takes 10 min here), so the relay fails there; every hop gets its key back and
+    Bob's keys go home."""
+    from nodes.keynode.messages import Sync
+    from nodes.network.km import SetDown
+    from nodes.network.link import GetAccount, SetLatency
+    from tests.test_network import LINE, call, network, pools
+
+    async with network(tmp_path, topology(LINE)) as net:
+        for ref in net.links.values():
+            ref.tell(SetLatency(600.0))
+        status, _ = await call(net, "LKM_A", A, "POST", "/api/v1/keys/" + B + "/enc_keys",
+                               json={"number": 3})
+        assert status == 200
+        await net.sim.settle()
+        before_links = {edge: (await ref.ask(GetAccount()))["relayed_bits"]
+                        for edge, ref in net.links.items()}
+        before_home = (await pools(net, "LKM_B"))[B]
+        await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
+        await net.sim.run(net.sim.clock.now() + 60)  # spent, and on its way to KM2
+        net.kms["KM2"].tell(SetDown(True, "test"))
+        await net.sim.run(net.sim.clock.now() + 3600)
+        after_links = {edge: (await ref.ask(GetAccount()))["relayed_bits"]
+                       for edge, ref in net.links.items()}
+        assert after_links == before_links  # spent on both hops, then refunded
+        assert (await pools(net, "LKM_B"))[B] == before_home
+        syncs = [e for e in net.sim.recorder.events_of("sync") if e.get("pool") == f"LKM_A/{B}"]
+        cut = [e for e in syncs if e.get("reason") == "manual"][-1]
+        assert cut.get("outcome") == "unreachable"
+        assert cut.get("duration_s") == pytest.approx(600.0)  # failed on arriving at KM2
+        assert net.sim.system.failures == []

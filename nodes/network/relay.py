@@ -38,12 +38,13 @@ from nodes.keynode import (
     ShipSlice,
     UnshipSlice,
 )
-from nodes.network.km import Generate, Ping
-from nodes.network.link import Available, GetHopDelay, Refund, Spend
+from nodes.network.km import Forward, Generate, Ping
+from nodes.network.link import Available, Refund, Spend
 from nodes.network.routing import Edge, hops, key_aware_path, shortest_path, widest_path
 from simulator import ActorRef, ActorStopped, Clock
 
 HOP_PROCESSING_S = 0.001  # a KM's forwarding per hop: OTP decrypt/re-encrypt and authentication
+RELAY_BOUND_S = 86400.0  # a relay message not arrived within a day is lost (AskTimeout)
 
 
 class KMNetwork:
@@ -239,13 +240,15 @@ class KMNetwork:
         return None if path is None else list(path)
 
     async def _cross(self, path: list[str]) -> None:
-        """The relay crosses hop by hop, each taking its link's propagation and added latency
-        plus the KM's processing (``hop_processing_s``): the slice arrives after the path's
-        latency, and its pool may run dry meanwhile."""
-        for edge in hops(path):
-            delay_s = await self.links[edge].ask(GetHopDelay()) + self.hop_processing_s
-            if delay_s > 0:
-                await self.clock.sleep(delay_s)
+        """The relay message goes KM to KM (:class:`~nodes.network.km.Forward`), each hop taking
+        its link's propagation and added latency plus the KM's processing
+        (``hop_processing_s``): the slice arrives after the path's latency, and its pool may run
+        dry meanwhile. A KM that went down on the way fails it (KMUnreachable)."""
+        legs = tuple((self.links[edge], self.kms[beyond])
+                     for edge, beyond in zip(hops(path), path[1:]))
+        # waiting in clock time (with a bound far beyond any path's latency) lets the clock
+        # move on to the hops' deliveries meanwhile
+        await self.kms[path[0]].ask(Forward(legs, self.hop_processing_s), RELAY_BOUND_S)
 
     async def _down_relays(self, path: list[str]) -> set[str]:
         down = set()
