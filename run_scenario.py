@@ -49,19 +49,29 @@ def pki_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def configure_logging() -> bool:
+    """Log served nodes at ``LOG_LEVEL`` (default INFO: refused requests are logged, answered
+    ones at DEBUG); False after printing why the level is not valid."""
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        print(f"error: LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR",
+              file=sys.stderr)
+        return False
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return True
+
+
 def serve_node_main() -> int:
     from nodes.keynode import ConfigError, NodeConfig
     from nodes.server import serve_forever
 
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     try:
         config = NodeConfig.from_env(os.environ)
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not configure_logging():
+        return EXIT_USAGE
     try:
         asyncio.run(serve_forever(config, announce=lambda line: print(line, flush=True)))
     except OSError as error:
@@ -183,6 +193,8 @@ def run_main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for line in capacity_warnings(scenario, serving=args.serve):
         print(f"warning: {line}", file=sys.stderr)
+    if args.serve and not configure_logging():
+        return EXIT_USAGE
     out_dir = args.out or Path("results") / scenario.name
     progress = Progress()
     announce = lambda line: print(line, flush=True)  # noqa: E731

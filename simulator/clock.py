@@ -43,6 +43,9 @@ class Clock(Protocol):
     """What actors may ask of time, and what drives a run."""
 
     steps: int
+    #: add to now() for real UTC (epoch seconds): a wall clock that counts from the start of a
+    #: run knows when that was; virtual time has no real date, so it is 0 there
+    utc_offset_s: float
 
     def now(self) -> float:
         """Seconds since the start of the run (virtual) or since the epoch (wall)."""
@@ -83,6 +86,8 @@ class _Entry:
 
 class VirtualClock:
     """Discrete-event clock; see the module docstring."""
+
+    utc_offset_s = 0.0
 
     def __init__(self, activity: Activity, start_s: float = 0.0, stall_s: float = 60.0) -> None:
         self.activity = activity
@@ -225,7 +230,9 @@ class WallClock:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._origin_loop_s = loop.time()
-        self._origin_s = _epoch_now() if epoch_s is None else epoch_s
+        started_s = _epoch_now()
+        self._origin_s = started_s if epoch_s is None else epoch_s
+        self.utc_offset_s = started_s - self._origin_s
 
     def now(self) -> float:
         return self._origin_s + (self._loop.time() - self._origin_loop_s) * self.time_scale

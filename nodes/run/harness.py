@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from nodes.run.builder import Network
-from nodes.run.expect import ExpectationResult, evaluate
+from nodes.run.expect import ExpectationResult, evaluate, not_evaluated
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario
@@ -41,7 +41,7 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        passed = all(r.passed for r in self.results) and not self.actor_failures
+        passed = all(r.passed is not False for r in self.results) and not self.actor_failures
         return 0 if passed else 1
 
 
@@ -81,7 +81,8 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
             announce(f"  {lkm_id}: {node.url}  (KM {network.directory.km_of(lkm_id)})")
 
     try:
-        return await _execute(scenario, out_dir, "wall", until_stopped, writer, show)
+        return await _execute(scenario, out_dir, "wall", until_stopped, writer, show,
+                              serving=True)
     finally:
         if writer is not None:
             writer.close()
@@ -91,7 +92,10 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                    drive: Callable[[Simulation], Awaitable[None]],
                    trace: TraceWriter | None = None,
                    started: Callable[[Network], None] | None = None,
-                   stall_s: float = STALL_S) -> RunOutcome:
+                   stall_s: float = STALL_S, serving: bool = False) -> RunOutcome:
+    """Build, drive and report. A served run samples its pools once more when it stops (the
+    summary is then current), and when stopped before its duration it reports the
+    expectations that need the whole duration as not evaluated."""
     began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = out_dir / "state"
@@ -111,6 +115,8 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                 started(network)
             await drive(sim)
             await sim.settle()
+            if serving:
+                await network.sample_pools()
         except (Stalled, ClockError) as error:  # the run ends here; what it recorded stays
             engine_error = f"engine: {type(error).__name__}: {error}"
         else:
@@ -120,17 +126,20 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
         await network.close()
         await sim.shutdown()
     return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
-                   engine_error, links)
+                   engine_error, links, early=serving)
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
             wall_s: float, setup_s: float, engine_error: str | None = None,
-            links: list[dict[str, Any]] | None = None) -> RunOutcome:
+            links: list[dict[str, Any]] | None = None, early: bool = False) -> RunOutcome:
     recorder = sim.recorder
     recorder.write_csv(out_dir / "metrics.csv")
     recorder.write_jsonl(out_dir / "events.jsonl")
     write_report(recorder, scenario.name, out_dir, links=links or [])
     results = tuple(evaluate(scenario.expect, recorder, audit))
+    stopped_s = sim.clock.now()
+    if early and stopped_s < scenario.duration_s:
+        results = tuple(not_evaluated(results, scenario.expect, stopped_s, scenario.duration_s))
     failures = tuple([engine_error] if engine_error else []) + tuple(
         f"{f.actor}: {f.error} while handling {f.message}" for f in sim.system.failures)
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -171,7 +180,8 @@ def format_outcome(outcome: RunOutcome) -> str:
         more = len(outcome.actor_failures) - MAX_PRINTED_FAILURES
         lines.append(f"... {more} more failures in summary.json (actor_failures)")
     for result in outcome.results:
-        lines.append(f"{'PASS' if result.passed else 'FAIL'}  {result.name}: {result.figure}")
+        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[result.passed]
+        lines.append(f"{verdict}  {result.name}: {result.figure}")
     rate = outcome.summary["simulated_s"] / max(outcome.wall_s, 1e-9)
     lines.append(f"simulated {outcome.summary['simulated_s']:.0f} s in {outcome.wall_s:.1f} s wall "
                  f"({rate:,.0f} sim-s per wall-s, {outcome.steps} steps)")

@@ -169,7 +169,7 @@ async def ask(request: web.Request, message: object) -> Any:
 
 async def status(request: web.Request) -> web.Response:
     view = await ask(request, GetStatus(caller_of(request), request.match_info["slave"]))
-    return web.json_response(_with_iso(view, "last_sync", "next_sync"))
+    return web.json_response(_with_iso(request, view, "last_sync", "next_sync"))
 
 
 async def enc_keys_get(request: web.Request) -> web.Response:
@@ -226,7 +226,7 @@ async def register(request: web.Request) -> web.Response:
         raise BadRequest("display_name must be a string", display_name=_short(display))
     message = Register(sae_id, email, display, int_field(data, "initial_pool_size"))
     reply = await ask(request, message)
-    return web.json_response(_with_iso(reply, "registered_at"), status=201)
+    return web.json_response(_with_iso(request, reply, "registered_at"), status=201)
 
 
 async def refill(request: web.Request) -> web.Response:
@@ -241,22 +241,23 @@ async def delete_user(request: web.Request) -> web.Response:
 
 async def pools(request: web.Request) -> web.Response:
     reply = await ask(request, ListPools())
-    reply["pools"] = [_with_iso(p, "last_sync", "next_sync") for p in reply["pools"]]
+    reply["pools"] = [_with_iso(request, p, "last_sync", "next_sync") for p in reply["pools"]]
     return web.json_response(reply)
 
 
 async def km_status(request: web.Request) -> web.Response:
     reply = await ask(request, GetKmStatus())
-    reply["pools"]["pools"] = [_with_iso(p, "last_sync", "next_sync")
+    reply["pools"]["pools"] = [_with_iso(request, p, "last_sync", "next_sync")
                                for p in reply["pools"]["pools"]]
-    return web.json_response(_with_iso(reply, "last_sync", "next_sync"))
+    return web.json_response(_with_iso(request, reply, "last_sync", "next_sync"))
 
 
 async def km_sync(request: web.Request) -> web.Response:
     data = await json_object(request, allow_empty=True)
     timestamp_s = request.app[CLOCK].now()
     results = await ask(request, Sync("manual", str_list(data, "users"), wait=True))
-    return web.json_response(_with_iso(sync_view("manual", timestamp_s, results), "timestamp"))
+    view = sync_view("manual", timestamp_s, results)
+    return web.json_response(_with_iso(request, view, "timestamp"))
 
 
 async def mark_consumed(request: web.Request) -> web.Response:
@@ -351,8 +352,11 @@ def _error_response(request: web.Request, error: QKDError) -> web.Response:
     return web.json_response(body, status=error.status)
 
 
-def _with_iso(view: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: (iso(v) if k in names else v) for k, v in view.items()}
+def _with_iso(request: web.Request, view: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The named times as ISO 8601 UTC: real dates when served in wall-clock time."""
+    offset_s = request.app[CLOCK].utc_offset_s
+    return {k: (iso(None if v is None else v + offset_s) if k in names else v)
+            for k, v in view.items()}
 
 
 def _default(value: int | None, default: int) -> int:
