@@ -134,6 +134,9 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
             status, body = await qm.call(node, N1 if node == "KM1" else N2, "GET",
                                          "/api/v1/kme/status")
             assert status == 200 and body["KME_ID"]
+            # what QuMail reads there: with it, its start-up makes no /keys/1|3/status probes
+            assert isinstance(body["stored_key_count"], int) and body["stored_key_count"] > 0
+            assert body["key_size"] == 256
         for path in (f"{API}/1/status", f"{API}/3/status"):
             status, _ = await qm.call("KM1", N1, "GET", path)
             assert 400 <= status < 500
@@ -150,7 +153,7 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
         cipher, tag, order = level1_encrypt(plain, keys)
         status, body = await qm.call("KM1", N1, "GET", f"{API}/{N2}/status")
         assert status == 200 and isinstance(body["stored_key_count"], int)
-        assert body["max_key_per_request"] == 200
+        assert body["max_key_per_request"] == 1100
         status, read = await qm.dec_keys(list(reversed(order)))  # QuMail maps by key_ID
         assert status == 200
         assert level1_decrypt(cipher, tag, order, read) == plain
@@ -207,3 +210,18 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
     assert summary["totals"]["keys_delivered"] == 48 + 2 + 4 + len(keys) + extra_keys
     assert summary["totals"]["keys_consumed"] == 48 + 2 + 4 + len(keys) + 5
     assert (qumail_pair["out"] / "plots" / "pool_levels.png").is_file()
+
+
+async def test_a_32_kb_level_1_mail_fits_in_one_request_each_way(qumail_pair) -> None:
+    """QuMail asks for ceil((L + 32) / 32) keys in one enc_keys and reads them all in one
+    dec_keys; for a 32 KB mail that is 1,025 keys, under the pair's cap (which status shows)."""
+    async with aiohttp.ClientSession() as session:
+        qm = QuMailClient(session, qumail_pair)
+        status, body = await qm.call("KM1", N1, "GET", "/api/v1/kme/status")
+        assert status == 200 and body["max_key_per_request"] >= 1025
+        plain = b"q" * 32 * 1024
+        keys = await qm.enc_keys(-(-(len(plain) + 32) // 32))
+        assert len(keys) == 1025
+        cipher, tag, order = level1_encrypt(plain, keys)
+        status, read = await qm.dec_keys(order)
+        assert status == 200 and level1_decrypt(cipher, tag, order, read) == plain

@@ -280,10 +280,18 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 async def kme_status(request: web.Request) -> web.Response:
+    """QuMail's liveness call. Its start-up reads ``stored_key_count`` here, and without it
+    probes ``/keys/1/status`` and ``/keys/3/status`` (404s, and ``overall_health`` false): so the
+    node-wide ETSI status fields come with it (the keys available in all its pools)."""
     cfg = request.app[CONFIG]
     reply = await ask(request, ListPools())
-    return web.json_response({"KME_ID": cfg.kme_id, "local_km_id": cfg.local_km_id,
-                              "status": "ok", "users": reply["summary"]["total_users"]})
+    return web.json_response({
+        "KME_ID": cfg.kme_id, "local_km_id": cfg.local_km_id, "status": "ok",
+        "users": reply["summary"]["total_users"], "source_KME_ID": cfg.kme_id,
+        "key_size": cfg.key_size_bits, "stored_key_count": reply["summary"]["total_available"],
+        "max_key_count": cfg.max_pool_size, "max_key_per_request": cfg.max_keys_per_request,
+        "max_key_size": cfg.max_key_size_bits, "min_key_size": cfg.min_key_size_bits,
+        "max_SAE_ID_count": 0})
 
 
 SEED_HANDLERS = frozenset({register, refill, delete_user, pools, km_status, km_sync, health})
