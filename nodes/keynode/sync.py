@@ -147,15 +147,15 @@ class SyncScheduler:
         self._current = None
         self._in_flight.discard(order.sae_id)
         empty = outcome == "ok" and received == 0 and order.asked > 0
+        if outcome in FAILED_OUTCOMES or empty:
+            self._failures[order.sae_id] = self._failures.get(order.sae_id, 0) + 1
+        elif outcome == "ok":
+            self._failures.pop(order.sae_id, None)
         if outcome == "ok":
             self.km_available = True
             self._retry_after.pop(order.sae_id, None)
-        if outcome == "ok" and not empty:
-            self._failures.pop(order.sae_id, None)
-        elif outcome in FAILED_OUTCOMES or empty:
-            self._failures[order.sae_id] = self._failures.get(order.sae_id, 0) + 1
-        if outcome in ("unreachable", "no_key"):
-            self.km_available = self.km_available and outcome == "no_key"
+        elif outcome in ("unreachable", "no_key"):  # only unreachable says the KM is away
+            self.km_available = self.km_available and outcome != "unreachable"
             self._retry_after[order.sae_id] = now_s + self.retry_s
         return self.take()
 

@@ -195,8 +195,7 @@ class QKDLink(Actor):
         self._degrades: dict[str, float] = {}
         self._qbers: dict[str, float] = {}
         self._delays: dict[str, float] = {}
-        self.qber = None if spec.model is None else spec.model.qber(spec.length_km)
-        self.qber_peak = self.qber
+        self.qber_peak = None if spec.model is None else spec.model.qber(spec.length_km)
         self.delay_s = 0.0
         self._reset_books(float(min(spec.initial_bits, spec.buffer_bits)))
         if spec.warmup_s > 0:  # pre-run generation; what it leaves is the initial fill
@@ -286,11 +285,10 @@ class QKDLink(Actor):
             raise ValueError(f"link {self.link_id} has no physical model: no QBER to raise")
         length = self.spec.length_km
         if qber is None:
-            self.qber, self.qber_factor, self.aborted = model.qber(length), 1.0, False
+            self.qber_factor, self.aborted = 1.0, False
             return
         nominal = model.rate_bps(length)
         raised = model.rate_bps(length, model.misalignment_for(length, qber))
-        self.qber = qber
         self.qber_peak = max(self.qber_peak or 0.0, qber)
         self.aborted = qber > model.abort_qber
         self.qber_factor = 0.0 if self.aborted or nominal <= 0 else raised / nominal

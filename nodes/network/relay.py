@@ -78,13 +78,13 @@ class KMNetwork:
         src, dst = self.directory.km_of(home_lkm), self.directory.km_of(lkm_id)
         for km in dict.fromkeys((src, dst)):  # both ends, the home side first
             await self.kms[km].ask(Ping())
-        asked, limited = count, False
+        asked, limited, found = count, False, None
         if home_lkm in self.key_bits:  # ship only what a path can carry now
             path, fits, cause = await self._find(src, dst, self.key_bits[home_lkm], set(), set(),
                                                  count)
             if path is None:
                 self._cannot_relay(src, dst, self.key_bits[home_lkm], count, cause)
-            limited, count = fits < count, min(count, fits)
+            limited, count, found = fits < count, min(count, fits), (path, fits)
         keys: list[Key] = await self._ask_lkm(home_lkm, ShipSlice(owner, lkm_id, count))
         shipment = Shipment(owner, home_lkm, lkm_id, tuple(keys))
         if not keys:  # the home pool is at its own threshold (or empty): it keeps the rest
@@ -93,7 +93,9 @@ class KMNetwork:
         key_bits = len(keys[0].material) * 8
         try:
             sent_s = self.clock.now()
-            path, carried, cause = await self.relay(src, dst, key_bits, len(keys))
+            if len(keys) < count:  # the probe chose for a larger demand: choose again
+                found = None
+            path, carried, cause = await self.relay(src, dst, key_bits, len(keys), found)
         except BaseException:  # interrupted before any hop was left spent: the keys go home
             await self._unship(shipment)
             raise
@@ -120,18 +122,24 @@ class KMNetwork:
         await self._refund(hops(list(shipment.route)), shipment.bits)
         await self._unship(shipment)
 
-    async def relay(self, src: str, dst: str, key_bits: int,
-                    count: int) -> tuple[list[str] | None, int, str]:
-        """Relay as many whole keys of ``key_bits`` (up to ``count``) as a fewest-hop usable path
-        can carry: spend them on every hop, then take the path's added latency. The path, the
-        keys carried and "ok"; or None, 0 and why not ("no_path": links or KMs down, "no_key":
-        the links that are up hold too little key), with nothing spent. Interrupted, it
-        refunds what it spent."""
+    async def relay(self, src: str, dst: str, key_bits: int, count: int,
+                    found: tuple[list[str], int] | None = None
+                    ) -> tuple[list[str] | None, int, str]:
+        """Relay as many whole keys of ``key_bits`` (up to ``count``) as a usable path of the
+        routing policy can carry: spend them on every hop, then cross it. The path, the keys
+        carried and "ok"; or None, 0 and why not ("no_path": links or KMs down, "no_key": the
+        links that are up hold too little key), with nothing spent. ``found`` (a path and the
+        keys it could carry, just probed) is tried first. Interrupted, it refunds what it
+        spent."""
         bad_edges: set[Edge] = set()
         bad_nodes: set[str] = set()
         while True:
-            path, fits, cause = await self._find(src, dst, key_bits, bad_edges, bad_nodes,
-                                                 count)
+            path: list[str] | None
+            if found is not None:
+                (path, fits), cause, found = found, "ok", None
+            else:
+                path, fits, cause = await self._find(src, dst, key_bits, bad_edges, bad_nodes,
+                                                     count)
             if path is None:
                 return None, 0, cause
             carried = min(count, fits)
@@ -152,13 +160,15 @@ class KMNetwork:
         a key now (learning what is down or short into ``bad_*``), with how many keys it can
         carry; or None, 0 and why not."""
         cause = "no_path"
-        while (path := await self._route(src, dst, key_bits, count, bad_edges,
-                                         bad_nodes)) is not None:
+        while True:
+            path, known = await self._route(src, dst, key_bits, count, bad_edges, bad_nodes)
+            if path is None:
+                break
             down = await self._down_relays(path)
             if down:
                 bad_nodes |= down
                 continue
-            fits, narrowest, why = await self._fits(path, key_bits)
+            fits, narrowest, why = await self._fits(path, key_bits, known)
             if fits > 0:
                 return path, fits, "ok"
             bad_edges.add(narrowest)
@@ -168,17 +178,21 @@ class KMNetwork:
         return None, 0, cause
 
     async def _route(self, src: str, dst: str, key_bits: int, count: int,
-                     bad_edges: set[Edge], bad_nodes: set[str]) -> list[str] | None:
+                     bad_edges: set[Edge], bad_nodes: set[str]
+                     ) -> tuple[list[str] | None, dict[Edge, int] | None]:
         """The next path to try: fewest hops (remembered: the graph never changes), or, for
-        ``widest`` and ``key_aware``, computed afresh from what every link holds now."""
+        ``widest`` and ``key_aware``, computed afresh from what every link holds now (returned
+        too, so the path's hops need not be asked again)."""
         if self.routing == "fewest_hops":
-            return self._path(src, dst, bad_edges, bad_nodes)
+            return self._path(src, dst, bad_edges, bad_nodes), None
         available = {edge: bits for edge, bits in (await self._available()).items()
                      if bits is not None}
         if self.routing == "widest":
-            return widest_path(self.graph, src, dst, available, key_bits, bad_edges, bad_nodes)
-        return key_aware_path(self.graph, src, dst, available, key_bits, count * key_bits,
-                              bad_edges, bad_nodes)
+            path = widest_path(self.graph, src, dst, available, key_bits, bad_edges, bad_nodes)
+        else:
+            path = key_aware_path(self.graph, src, dst, available, key_bits, count * key_bits,
+                                  bad_edges, bad_nodes)
+        return path, available
 
     async def _available(self) -> dict[Edge, int | None]:
         return {edge: await ref.ask(Available()) for edge, ref in sorted(self.links.items())}
@@ -196,12 +210,15 @@ class KMNetwork:
             raise NoLinkKey(f"no path from {src} to {dst} holds {key_bits} bits of link key")
         raise KMUnreachable(f"no path from {src} to {dst}")
 
-    async def _fits(self, path: list[str], key_bits: int) -> tuple[int, Edge, str]:
-        """How many whole keys every hop of ``path`` can carry now; the narrowest hop, and
-        whether it is down ("no_path") or short of key ("no_key")."""
+    async def _fits(self, path: list[str], key_bits: int,
+                    known: Mapping[Edge, int] | None = None) -> tuple[int, Edge, str]:
+        """How many whole keys every hop of ``path`` can carry now (from ``known``, what the
+        links were just read to hold, or asked); the narrowest hop, and whether it is down
+        ("no_path") or short of key ("no_key")."""
         narrowest: tuple[int, Edge, str] | None = None
         for edge in hops(path):
-            available: int | None = await self.links[edge].ask(Available())
+            available: int | None = (known.get(edge) if known is not None
+                                     else await self.links[edge].ask(Available()))
             here = (0, edge, "no_path") if available is None else \
                 (available // key_bits, edge, "no_key")
             if narrowest is None or here[0] < narrowest[0]:

@@ -43,6 +43,7 @@ from nodes.network import (
     km_graph,
 )
 from nodes.run.capacity import slice_pairs, slice_size
+from nodes.run.expect import LINK_BUFFER_BITS
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
 from nodes.server import ServedNode, safe_file_stem
@@ -60,7 +61,6 @@ from nodes.traffic import (
 )
 from simulator import ActorRef, Simulation
 
-LINK_BUFFER_BITS = "link_buffer_bits"
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 
 

@@ -61,6 +61,7 @@ from nodes.run.scenario import Expectation
 from simulator import Recorder, format_duration
 
 POOL_KEYS = "pool_keys"
+LINK_BUFFER_BITS = "link_buffer_bits"
 POOL_THRESHOLD_KEYS = "pool_threshold_keys"
 
 

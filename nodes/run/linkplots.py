@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from nodes.run.expect import LINK_BUFFER_BITS
 from nodes.run.report import join_cells, note, shade_outages
 from simulator import Recorder, format_duration
 
@@ -27,7 +28,6 @@ FIGSIZE_IN = (11.0, 8.0)
 DPI = 100
 
 
-LINK_BUFFER_BITS = "link_buffer_bits"
 MAX_LINK_LINES = 8  # beyond this, the most used links as lines and the rest as a band
 MAX_LINK_BARS = 30
 
