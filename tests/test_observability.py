@@ -73,7 +73,9 @@ async def session(node: Node) -> list[dict]:
     assert (await node.call(None, "POST", f"{API}/km/sync", json={"users": [BOB]}))[0] == 200
     node.lkm.supply.up = True
     assert (await node.call(BOB, "POST", f"{API}/mark_consumed",
-                            json={"key_ID": ids[0]}))[0] == 200
+                            json={"key_ID": ids[0]}))[0] == 404  # read already
+    assert (await node.call(BOB, "POST", f"{API}/mark_consumed",
+                            json={"key_ID": keys[5]["key_ID"]}))[0] == 200  # delivered, unread
     return keys
 
 
@@ -90,7 +92,7 @@ async def test_metrics_count_pools_deliveries_failures_syncs_and_latency(node: N
     assert value(metrics, "qkdsim_pools") == 3
     assert value(metrics, "qkdsim_keys_delivered_total", role="master") == 9
     assert value(metrics, "qkdsim_keys_delivered_total", role="slave") == 6
-    for reason, count in (("unauthorized", 2), ("insufficient_keys", 1), ("not_found", 1),
+    for reason, count in (("unauthorized", 2), ("insufficient_keys", 1), ("not_found", 2),
                           ("keys_not_found", 1), ("size_not_multiple_of_8", 1)):
         found = sum(v for (name, labels), v in metrics.items()
                     if name == "qkdsim_request_failures_total" and ("reason", reason) in labels)

@@ -160,7 +160,9 @@ async def _key_reads(check: Checker, ids: list[str]) -> None:
     assert (await check(BOB, "POST", f"{API}/{ALICE}/dec_keys",
                         json_body={"key_IDs": [{"key_ID": ids[0]}]}))[0] == 400
     status, body = await check(BOB, "POST", f"{API}/mark_consumed", json_body={"key_ID": ids[0]})
-    assert status == 200 and body["state"] == "consumed"
+    assert status == 404 and body["message"] == "Key not found or already consumed"
+    status, body = await check(BOB, "POST", f"{API}/mark_consumed", json_body={"key_ID": ids[4]})
+    assert status == 200 and body["message"] == "Key consumed"
     status, _ = await check(BOB, "POST", f"{API}/mark_consumed", json_body={"key_id": "qk_x"})
     assert status == 404
     assert (await check(None, "DELETE", f"{API}/{CAROL}"))[0] == 200

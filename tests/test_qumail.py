@@ -68,10 +68,11 @@ class QuMailClient:
         self.session = session
         self.urls = urls
 
-    async def call(self, node: str, own: str, method: str, path: str, peer: str | None = None,
+    async def call(self, node: str, own: str | None, method: str, path: str, peer: str | None = None,
                    body: dict | None = None) -> tuple[int, Any]:
-        headers = {"User-Agent": "QuMail-SAE/1.0", "Content-Type": "application/json",
-                   "X-SAE-ID": own}
+        headers = {"User-Agent": "QuMail-SAE/1.0", "Content-Type": "application/json"}
+        if own is not None:
+            headers["X-SAE-ID"] = own
         if peer is not None:
             headers["X-Slave-SAE-ID"] = peer
         data = None if body is None else json.dumps(body)
@@ -85,6 +86,12 @@ class QuMailClient:
                                        {"number": number, "size": size})
         assert status == 200, body
         return [(k["key_ID"], base64.b64decode(k["key"])) for k in body["keys"]]
+
+    async def status_of(self, node: str, own: str, named: str, ids: list[str]) -> int:
+        """The status of a dec_keys at ``node`` by ``own`` naming ``named`` in its path."""
+        status, _ = await self.call(node, own, "POST", f"{API}/{named}/dec_keys", named,
+                                    {"key_IDs": [{"key_ID": i} for i in ids]})
+        return status
 
     async def dec_keys(self, ids: list[str]) -> tuple[int, dict[str, bytes]]:
         status, body = await self.call("KM2", N2, "POST", f"{API}/{N1}/dec_keys", N1,
@@ -157,12 +164,12 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
         status, read = await qm.dec_keys(list(reversed(order)))  # QuMail maps by key_ID
         assert status == 200
         assert level1_decrypt(cipher, tag, order, read) == plain
-        # (e) a second identical dec_keys fails; the mail already decrypted from the first
+        # (e) a second identical dec_keys fails with QuMail's own code for a key that is gone
         status, again = await qm.dec_keys(order)
-        assert status in (400, 404) and again == {}
+        assert status == 404 and again == {}
         status, _ = await qm.call("KM2", N2, "POST", f"{API}/{N1}/dec_keys", N1,
                                   {"key_IDs": [{"key_ID": order[0]}]})
-        assert status in (400, 404)
+        assert status == 404
         # (f) mark_consumed at node 1 is tolerated
         status, _ = await qm.call("KM1", N1, "POST", f"{API}/mark_consumed", None,
                                   {"key_id": order[0], "consumed": True})
@@ -195,9 +202,10 @@ async def test_qumail_runs_unmodified_against_the_served_pair(qumail_pair) -> No
             status, body = await qm.call("KM2", N2, "GET", f"{API}/{N1}/dec_keys?{query}", N1)
             assert status == 200 and len(body["keys"]) == 2
 
-        # A 4 KB mail at Level 1 needs 129 keys: within the raised cap, one request
-        big = mail(4096)
-        keys = await qm.enc_keys(math.ceil((len(big) + 32) / 32))
+        # A 7 KB mail at Level 1 needs 221 keys: within the raised cap, one request each way
+        big = mail(7040 - len(mail(0)))
+        assert math.ceil((len(big) + 32) / 32) == 221
+        keys = await qm.enc_keys(221)
         cipher, tag, order = level1_encrypt(big, keys)
         status, read = await qm.dec_keys(order)
         assert status == 200 and level1_decrypt(cipher, tag, order, read) == big
@@ -224,4 +232,152 @@ async def test_a_32_kb_level_1_mail_fits_in_one_request_each_way(qumail_pair) ->
         assert len(keys) == 1025
         cipher, tag, order = level1_encrypt(plain, keys)
         status, read = await qm.dec_keys(order)
+        assert status == 200 and level1_decrypt(cipher, tag, order, read) == plain
+
+
+# -- QuMail's profile: its start-up, Level 3, mark_consumed, reopening, its local key cache ------
+
+EVE = "SAE_EVE_001"  # a third party registered at node 2 (neither master nor slave of a key)
+
+
+async def level3_keys(qm: QuMailClient) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """Level 3's quantum enhancement as QuMail's sender takes it: one 128-bit key at KM1 for
+    node 2, and one at KM2 taken *by* node 2's SAE for node 1."""
+    [(id_a, key_a)] = await qm.enc_keys(1, 128)
+    status, body = await qm.call("KM2", N2, "POST", f"{API}/{N1}/enc_keys", N1,
+                                 {"number": 1, "size": 128})
+    assert status == 200, body
+    [key_b] = body["keys"]
+    return (id_a, key_a), (key_b["key_ID"], base64.b64decode(key_b["key"]))
+
+
+async def test_start_up_probes_meet_no_404(qumail_pair) -> None:
+    """QuMail's start-up and health calls (reference §7, requests 1, 2, 3 and 11): the node
+    status carries stored_key_count, so no /keys/1|3/status fallback probe is made."""
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        qm = QuMailClient(session, qumail_pair)
+        for node, own, peer in (("KM1", N1, N2), ("KM2", N2, N1)):
+            for _ in range(1 + 4):  # the start-up wait, then get_status four times
+                status, body = await qm.call(node, own, "GET", "/api/v1/kme/status")
+                statuses.append(status)
+                assert isinstance(body["stored_key_count"], int) and body["stored_key_count"] > 0
+            status, body = await qm.call(node, own, "GET", f"{API}/{peer}/status")
+            statuses.append(status)
+            assert status == 200 and isinstance(body["stored_key_count"], int), body
+        status, body = await qm.call("KM1", N1, "POST", f"{API}/capability_test/enc_keys", None,
+                                     {"number": 256, "size": 1})
+        statuses.append(status)
+        assert status == 400 and body["message"]
+    assert 404 not in statuses, statuses
+
+
+async def test_level_3_decrypt_reads_both_keys_in_one_request_at_km2(qumail_pair) -> None:
+    async with aiohttp.ClientSession() as session:
+        qm = QuMailClient(session, qumail_pair)
+        (id_a, key_a), (id_b, key_b) = await level3_keys(qm)
+        assert len(key_a) == len(key_b) == 16
+        # the sender mixes the first 16 bytes of each into its AES key
+        salt, nonce, plain = os.urandom(32), os.urandom(12), mail(700)
+        aes = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"QuMail-L3")
+        sealed = AESGCM(aes.derive(key_a + key_b)).encrypt(nonce, plain, None)
+        # QuMail's exact decrypt request: KM2, path node 1's SAE, caller node 2, both IDs
+        status, got = await qm.dec_keys([id_a, id_b])
+        assert status == 200 and got == {id_a: key_a, id_b: key_b}
+        aes = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"QuMail-L3")
+        assert AESGCM(aes.derive(got[id_a] + got[id_b])).decrypt(nonce, sealed, None) == plain
+        # each key is read once
+        status, again = await qm.dec_keys([id_a, id_b])
+        assert status == 404 and again == {}
+        status, again = await qm.dec_keys([id_b])
+        assert status == 404
+
+        # a third party gets 401, and consumes nothing
+        status, _ = await qm.call("KM2", None, "POST", f"{API}/register", None,
+                                  {"sae_id": EVE, "user_email": "eve@example.com"})
+        assert status == 201
+        (id_a, key_a), (id_b, key_b) = await level3_keys(qm)
+        status, body = await qm.call("KM2", EVE, "POST", f"{API}/{N1}/dec_keys", N1,
+                                     {"key_IDs": [{"key_ID": id_a}, {"key_ID": id_b}]})
+        assert status == 401 and body["message"]
+        # some IDs unknown: 404, and the known ones are not consumed
+        status, got = await qm.dec_keys([id_a, "qk_unknown_000001", id_b])
+        assert status == 404 and got == {}
+        assert await qm.dec_keys([id_a, id_b]) == (200, {id_a: key_a, id_b: key_b})
+        # node 1 may not read its copy of key B (at its home, KM1) once node 2 has read it back
+        assert await qm.status_of("KM1", N1, N2, [id_b]) == 404
+
+
+async def test_mark_consumed_erases_an_unread_key_at_both_nodes(qumail_pair) -> None:
+    async with aiohttp.ClientSession() as session:
+        qm = QuMailClient(session, qumail_pair)
+
+        async def mark(node: str, own: str | None, key_id: str) -> tuple[int, Any]:
+            return await qm.call(node, own, "POST", f"{API}/mark_consumed", None,
+                                 {"key_id": key_id, "consumed": True})
+
+        (id1, _), (id2, key2), (id3, _) = await qm.enc_keys(3)
+        # before a read: the master marks it at KM1, and the receiver can no longer read it
+        assert await mark("KM1", N1, id1) == (200, {
+            "success": True, "message": "Key consumed", "key_id": id1, "key_ID": id1,
+            "consumed": True})
+        assert await qm.status_of("KM2", N2, N1, [id1]) == 404
+        status, body = await mark("KM1", N1, id1)
+        assert status == 404 and body["message"] == "Key not found or already consumed"
+        # the slave may mark it at its own node too; a third party may not, and changes nothing
+        status, _ = await qm.call("KM2", None, "POST", f"{API}/register", None,
+                                  {"sae_id": EVE, "user_email": "eve@example.com"})
+        assert status == 201
+        status, body = await mark("KM2", EVE, id2)
+        assert status == 401 and body["message"]
+        assert await mark("KM2", N2, id3) == (200, {
+            "success": True, "message": "Key consumed", "key_id": id3, "key_ID": id3,
+            "consumed": True})
+        assert await qm.dec_keys([id3]) == (404, {})
+        # after a read: already consumed, at both nodes
+        assert await qm.dec_keys([id2]) == (200, {id2: key2})
+        assert (await mark("KM2", N2, id2))[0] == 404
+        assert (await mark("KM1", N1, id2))[0] == 404
+        status, body = await mark("KM1", N1, "qk_nobody_000001")
+        assert status == 404 and body["message"] == "Key not found or already consumed"
+
+
+async def test_reopening_a_mail_is_refused_with_quMails_404(qumail_pair) -> None:
+    """Keys are read once: a reopened mail can only come from QuMail's local cache. Its KM2
+    read and its Level 1 fallback to KM1 (its own SAE named as master, where the sender's
+    copies were kept) both get 404, which QuMail reports as tampering or a server restart,
+    never as an authentication failure (401)."""
+    async with aiohttp.ClientSession() as session:
+        qm = QuMailClient(session, qumail_pair)
+        plain = mail(2000)
+        keys = await qm.enc_keys(math.ceil((len(plain) + 32) / 32))
+        cipher, tag, order = level1_encrypt(plain, keys)
+        status, read = await qm.dec_keys(order)
+        assert status == 200 and level1_decrypt(cipher, tag, order, read) == plain
+        status, body = await qm.call("KM2", N2, "POST", f"{API}/{N1}/dec_keys", N1,
+                                     {"key_IDs": [{"key_ID": i} for i in order]})
+        assert status == 404 and body["message"]
+        assert await qm.status_of("KM1", N1, N1, order) == 404
+
+
+async def test_quMails_default_local_key_cache_takes_keys_ahead_in_batches(qumail_pair) -> None:
+    """QuMail's local key cache: 10 single keys at start-up, then after every enc_keys a status
+    call and up to 5 more; a mail spends cached keys first (one 32-byte fragment each) and
+    fetches the rest in one request. A receiver with an empty cache reads them all at KM2."""
+    async with aiohttp.ClientSession() as session:
+        sender = QuMailClient(session, qumail_pair)
+        cache: list[tuple[str, bytes]] = []
+        for _ in range(10):
+            cache += await sender.enc_keys(1, 256)
+        status, body = await sender.call("KM1", N1, "GET", f"{API}/{N2}/status")
+        assert status == 200 and body["stored_key_count"] > 0
+        for _ in range(5):
+            cache += await sender.enc_keys(1, 256)
+        assert len({key_id for key_id, _ in cache}) == 15
+        plain = mail(1200)
+        needed = math.ceil((len(plain) + 32) / 32)
+        keys = cache[:needed] + await sender.enc_keys(needed - len(cache))
+        cipher, tag, order = level1_encrypt(plain, keys)
+        receiver = QuMailClient(session, qumail_pair)
+        status, read = await receiver.dec_keys(order)
         assert status == 200 and level1_decrypt(cipher, tag, order, read) == plain

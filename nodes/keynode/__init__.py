@@ -27,13 +27,14 @@ from nodes.keynode.lkm import LocalKeyManager
 from nodes.keynode.messages import (
                                   AddRemote,
                                   Audit,
+                                  ConsumeCopies,
                                   DeleteUser,
                                   GetKeys,
-                                  GetKeyState,
                                   GetKeysWithIds,
                                   GetKmStatus,
                                   GetStatus,
                                   ListPools,
+                                  MarkConsumed,
                                   Observer,
                                   Refill,
                                   Register,
@@ -48,11 +49,12 @@ from nodes.keynode.supply import KeySupply, LocalKeySupply, Shipment
 from nodes.keynode.views import pool_view, pools_view, status_view, sync_view
 
 __all__ = [
-    "AddRemote", "AlreadyRegistered", "Audit", "BadRequest", "ConfigError", "DeleteUser",
+    "AddRemote", "AlreadyRegistered", "Audit", "BadRequest", "ConfigError", "ConsumeCopies",
+    "DeleteUser",
     "Directory", "ENV_VARIABLES", "ExtensionMandatoryUnmet", "ExtensionMandatoryUnsupported",
-    "GetKeyState", "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
+    "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
     "KMUnreachable", "Key", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
-    "LocalKeyManager", "LocalKeySupply", "MethodNotAllowed", "NodeConfig", "NotFound",
+    "LocalKeyManager", "LocalKeySupply", "MarkConsumed", "MethodNotAllowed", "NodeConfig", "NotFound",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
     "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
     "Unauthorized", "UnshipSlice", "check_sae_id", "ignore", "pool_node", "pool_view",

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Mapping
 
 KEY_SIZE_BITS = 8192  # the seed's 1 KB keys
+#: key-manager semantics: strict ETSI GS QKD 014, or QuMail's own key manager's (README section
+#: "Point QuMail at a simulated network")
+PROFILES = ("etsi", "qumail")
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,7 @@ class NodeConfig:
     # SQLite on the event loop's thread instead of aiosqlite's (the simulator's virtual clock)
     inline_store: bool = False
     seed: int = 0  # of the jitter on sync retries (a simulation passes its scenario's seed)
+    profile: str = "etsi"
 
     def __post_init__(self) -> None:
         if self.key_size_bits % 8 or self.key_size_bits <= 0:
@@ -62,8 +66,16 @@ class NodeConfig:
                               "must be a multiple of key_size_bits")
         if self.max_keys_per_request < 1:
             raise ConfigError("MAX_KEYS_PER_REQUEST: must be >= 1")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"KM_PROFILE: {self.profile!r} is not one of {', '.join(PROFILES)}")
         if self.use_https and self.tls is None:
             raise ConfigError("USE_HTTPS: true needs CA_FILE, KME_CERT and KME_KEY")
+
+    @property
+    def qumail(self) -> bool:
+        """QuMail's semantics: a master may read its own key back once (Level 3), not-found
+        is 404, and every copy of a key is consumed with it."""
+        return self.profile == "qumail"
 
     @property
     def key_bytes(self) -> int:
@@ -131,6 +143,7 @@ _ENV: tuple[tuple[str, str, type], ...] = (
     ("NEXT_DOOR_KM_URL", "next_door_km_url", str),
     ("USER_KEY_POOL_DB", "db_path", str),
     ("MAX_KEYS_PER_REQUEST", "max_keys_per_request", int),
+    ("KM_PROFILE", "profile", str),
 )
 
 ENV_VARIABLES = tuple(name for name, _, _ in _ENV) + ("CA_FILE", "KME_CERT", "KME_KEY")

@@ -21,17 +21,19 @@ import asyncio
 import math
 from typing import Any, Awaitable, Callable, Sequence
 
+from nodes.keynode import copies
 from nodes.keynode.config import NodeConfig
 from nodes.keynode.directory import Directory
 from nodes.keynode.errors import BadRequest, KMUnreachable, NotFound, QKDError
 from nodes.keynode.messages import (
     AddRemote,
     Audit,
+    ConsumeCopies,
     DeleteUser,
-    GetKeyState,
     GetKmStatus,
     LaunchSync,
     ListPools,
+    MarkConsumed,
     Observer,
     Refill,
     Register,
@@ -45,7 +47,7 @@ from nodes.keynode.messages import (
 from nodes.keynode.naming import check_sae_id, pool_node
 from nodes.keynode.requests import KEY_REQUESTS, Plan, plan
 from nodes.keynode.retry import RetryTimers
-from nodes.keynode.store import KeyStore, PoolStatus, audit, delivery, pools, shipping, synclog
+from nodes.keynode.store import KeyStore, PoolStatus, audit, pools, shipping, synclog
 from nodes.keynode.supply import KeySupply
 from nodes.keynode.sync import (
     FAILED_OUTCOMES,
@@ -86,7 +88,8 @@ class LocalKeyManager(Actor):
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Register: self._register, Refill: self._refill, DeleteUser: self._delete,
             ListPools: self._pools, GetKmStatus: self._km_status, Sync: self._sync,
-            GetKeyState: self._key_state, Audit: self._audit, AddRemote: self._add_remote,
+            MarkConsumed: lambda m: copies.mark_consumed(self, m), Audit: self._audit,
+            ConsumeCopies: lambda m: copies.consume_here(self, m), AddRemote: self._add_remote,
             ShipSlice: self._ship, UnshipSlice: self._unship, SyncDone: self._sync_done,
             LaunchSync: self._launched, RetrySync: self._retry,
         }
@@ -209,6 +212,9 @@ class LocalKeyManager(Actor):
                 self._start_worker()
         return True
 
+    def consume_copies(self, held: dict[str, tuple[str, ...]]) -> list[asyncio.Task[None]]:
+        return copies.send(self, held)
+
     # -- users ---------------------------------------------------------------------------
 
     async def _register(self, msg: Register) -> dict[str, Any]:
@@ -265,13 +271,6 @@ class LocalKeyManager(Actor):
 
     def _slice_size(self) -> int:
         return max(self.config.min_pool_size, self.config.default_pool_size // 4)
-
-    async def _key_state(self, msg: GetKeyState) -> dict[str, Any]:
-        state = await self.store.read(delivery.key_state(msg.key_id))
-        if state is None:
-            raise NotFound("key not found", key_ID=msg.key_id)
-        return {"success": True, "key_ID": msg.key_id, "state": state[0].name.lower(),
-                "consumed": state[0].name == "CONSUMED"}
 
     async def _audit(self, msg: Audit) -> dict[str, int]:
         return await self.store.read(audit.audit)

@@ -87,11 +87,18 @@ class RetrySync:
 
 
 @dataclass(frozen=True, slots=True)
-class GetKeyState:
-    """Where a key is in its lifecycle (QuMail's mark_consumed); never its material."""
+class MarkConsumed:
+    """QuMail's mark_consumed: erase a delivered key its master or slave will not read."""
 
     caller: str
     key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeCopies:
+    """From another LKM: keys read or marked consumed there; erase the copies held here."""
+
+    key_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,12 @@ to be undone). ``tests/test_etsi_requests.py`` holds every row to what the LKM a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Protocol
 
 from nodes.keynode.config import NodeConfig
+from nodes.keynode.copies import Handed
 from nodes.keynode.directory import Directory
 from nodes.keynode.errors import (
     BadRequest,
@@ -70,7 +72,7 @@ REFUSAL_ORDER: dict[type, tuple[Refusal, ...]] = {
         Refusal("count", "at most max_key_per_request key IDs", BadRequest, "node"),
         Refusal("slave_of_keys", "the caller is the slave of every key", Unauthorized, "store"),
         Refusal("keys_held", "every key was delivered to the master and not read yet",
-                KeysNotFound, "store"),
+                KeysNotFound, "store"),  # 404 under QuMail's profile
     ),
 }
 
@@ -98,6 +100,8 @@ class KeyNode(Protocol):
     async def pool_drained(self, sae_id: str) -> None: ...
 
     async def open_slice(self, sae_id: str) -> bool: ...
+
+    def consume_copies(self, copies: dict[str, tuple[str, ...]]) -> list[asyncio.Task[None]]: ...
 
 
 class Request:
@@ -174,7 +178,7 @@ class EncKeysRequest(Request):
     def transaction(self) -> Txn[tuple[list[Key], PoolStatus]]:
         msg = self.message
         return delivery.reservation(msg.slave, msg.caller, msg.slave, msg.number,
-                                    self.size_bits, self.node.now())
+                                    self.size_bits, self.node.now(), self.node.config.qumail)
 
     async def reply(self, outcome: tuple[list[Key], PoolStatus] | QKDError) -> list[Key]:
         msg, node = self.message, self.node
@@ -200,18 +204,20 @@ class DecKeysRequest(Request):
             return BadRequest(f"at most {limit} key IDs per request")
         return None
 
-    def transaction(self) -> Txn[list[Key]]:
-        msg = self.message
-        return delivery.slave_read(msg.caller, msg.master, msg.key_ids, self.node.now(),
-                                   self.node.directory.home_of(msg.master))
+    def transaction(self) -> Txn[delivery.Read]:
+        msg, node = self.message, self.node
+        return delivery.read_once(msg.caller, msg.master, msg.key_ids, node.now(),
+                                  node.directory.home_of(msg.master), node.config.qumail)
 
-    async def reply(self, outcome: list[Key] | QKDError) -> list[Key]:
+    async def reply(self, outcome: delivery.Read | QKDError) -> list[Key]:
+        msg, node = self.message, self.node
+        if isinstance(outcome, KeysNotFound) and node.config.qumail:
+            raise NotFound(outcome.message)  # QuMail's key manager answers 404 here
         if isinstance(outcome, QKDError):
             raise outcome
-        msg, node = self.message, self.node
         node.observe("consumed", node.name, slave=msg.caller, master=msg.master,
-                     keys=len(outcome))
-        return outcome
+                     keys=len(outcome.keys))
+        return Handed(outcome.keys, node.consume_copies(outcome.copies))
 
 
 REQUESTS: dict[type, type[Request]] = {

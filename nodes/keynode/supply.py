@@ -47,6 +47,11 @@ class KeySupply(Protocol):
         every hop gets its link key back."""
         ...
 
+    async def consume_copies(self, lkm_id: str, to_lkm: str, key_ids: tuple[str, ...]) -> int:
+        """Tell ``to_lkm`` that ``lkm_id`` consumed these keys, so it erases its copies (how
+        many it erased); raises KMUnreachable."""
+        ...
+
 
 class LocalKeySupply:
     """Generates key material in-process from ``random_bytes`` (secrets, or a seeded RNG)."""
@@ -67,3 +72,6 @@ class LocalKeySupply:
 
     async def return_slice(self, shipment: Shipment) -> None:
         """Nothing is ever shipped here."""
+
+    async def consume_copies(self, lkm_id: str, to_lkm: str, key_ids: tuple[str, ...]) -> int:
+        raise KMUnreachable("a single node has no other LKM to tell")

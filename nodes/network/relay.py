@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, NoReturn
 import networkx as nx
 
 from nodes.keynode import (
+    ConsumeCopies,
     Directory,
     Key,
     KMUnreachable,
@@ -121,6 +122,18 @@ class KMNetwork:
             return
         await self._refund(hops(list(shipment.route)), shipment.bits)
         await self._unship(shipment)
+
+    async def consume_copies(self, lkm_id: str, to_lkm: str, key_ids: tuple[str, ...]) -> int:
+        """A classical notice from one LKM to another (no key is relayed, so none is spent): it
+        gets through while both ends' KMs are up and a path of up links joins them."""
+        src, dst = self.directory.km_of(lkm_id), self.directory.km_of(to_lkm)
+        for km in dict.fromkeys((src, dst)):
+            await self.kms[km].ask(Ping())
+        down = {edge for edge, bits in (await self._available()).items() if bits is None}
+        if src != dst and self._path(src, dst, down, set()) is None:
+            raise KMUnreachable(f"no path of up links from {src} to {dst}")
+        erased: int = await self._ask_lkm(to_lkm, ConsumeCopies(key_ids))
+        return erased
 
     async def relay(self, src: str, dst: str, key_bits: int, count: int,
                     found: tuple[list[str], int] | None = None

@@ -162,7 +162,7 @@ class Network:
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
             inline_store=self.scenario.clock == "virtual" and not self.serving,
-            seed=self.scenario.seed)
+            seed=self.scenario.seed, profile=settings.profile)
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:

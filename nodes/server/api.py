@@ -27,12 +27,12 @@ from nodes.keynode import (
     BadRequest,
     DeleteUser,
     GetKeys,
-    GetKeyState,
     GetKeysWithIds,
     GetKmStatus,
     GetStatus,
     Key,
     ListPools,
+    MarkConsumed,
     MethodNotAllowed,
     NodeConfig,
     NotFound,
@@ -211,7 +211,10 @@ async def _dec_keys(request: web.Request, ids: list[str]) -> web.Response:
     if len(set(ids)) != len(ids):
         raise BadRequest("a key_ID is repeated")
     message = GetKeysWithIds(caller_of(request), request.match_info["master"], tuple(ids))
-    return web.json_response(keys_body(await ask(request, message)))
+    keys = await ask(request, message)
+    # QuMail's profile: the other node's copies are erased before the client has its keys
+    await asyncio.gather(*getattr(keys, "notices", ()), return_exceptions=True)
+    return web.json_response(keys_body(keys))
 
 
 # -- the seed's routes and QuMail's extras ---------------------------------------------------------
@@ -265,7 +268,7 @@ async def mark_consumed(request: web.Request) -> web.Response:
     key_id = data.get("key_id", data.get("key_ID"))
     if not isinstance(key_id, str) or not key_id:
         raise BadRequest("key_id is required")
-    return web.json_response(await ask(request, GetKeyState(caller_of(request), key_id)))
+    return web.json_response(await ask(request, MarkConsumed(caller_of(request), key_id)))
 
 
 async def health(request: web.Request) -> web.Response:

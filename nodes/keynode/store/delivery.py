@@ -10,15 +10,25 @@ from the front of the oldest available rows (the remainder stays available under
 ID); each delivered key comes from one row, so ``available_keys`` counts whole default-size keys
 deliverable and ``available_bits`` the material left. Keys that must be reproduced at another
 LKM (longer keys, and any other size from a slice) are made of whole stored keys instead.
+
+QuMail's profile (``echo``, ``keep_copy``) lets a master read its own key back once where it took
+it, instead of its slave; a read or ``mark_consumed`` reports the key's copies held at another
+LKM, which :mod:`nodes.keynode.copies` has erased there.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
-from nodes.keynode.errors import BadRequest, InsufficientKeys, KeysNotFound, NotFound, Unauthorized
+from nodes.keynode.errors import (
+    BadRequest,
+    InsufficientKeys,
+    KeysNotFound,
+    NotFound,
+    Unauthorized,
+)
 from nodes.keynode.store.connection import Txn
 from nodes.keynode.store.keys import (
     Key,
@@ -45,10 +55,11 @@ RETURNING seq, key_id, key_data
 
 
 def reservation(owner: str, master: str, slave: str, number: int, size_bits: int,
-                now: float) -> Txn[tuple[list[Key], PoolStatus]]:
+                now: float, keep_copy: bool = False) -> Txn[tuple[list[Key], PoolStatus]]:
     """Take ``number`` keys of ``size_bits`` from ``owner``'s pool for ``master``, all or none;
     the keys and the pool's status after. Refuses, in this order: no pool for ``owner`` (404),
-    ``owner`` as its own master (400), too few keys (503)."""
+    ``owner`` as its own master (400), too few keys (503). From a slice the master's copy is
+    erased at once, unless ``keep_copy`` (QuMail's profile: the master may read it back once)."""
     def txn(db: sqlite3.Connection) -> tuple[list[Key], PoolStatus]:
         rows = fetchall(db, POOL_STATUS + " WHERE u.sae_id = ?", (owner,))
         if not rows:
@@ -60,13 +71,13 @@ def reservation(owner: str, master: str, slave: str, number: int, size_bits: int
         removed_bits, used_rows = number * size_bits, number
         if size_bits > pool_bits or (home_lkm is not None and size_bits != pool_bits):
             keys = _reserve_composite(db, owner, master, slave, number, size_bits, pool_bits,
-                                      now, erase=home_lkm is not None)
+                                      now, erase=home_lkm is not None and not keep_copy)
             freed_keys = used_rows = len(keys) and composite_parts(size_bits, pool_bits) * number
             removed_bits = freed_keys * pool_bits
         elif pool_bits == size_bits:
             keys = _reserve_whole(db, owner, master, slave, number, size_bits, now)
             freed_keys = len(keys)
-            if home_lkm is not None:  # the master's copy is all this KME ever hands out
+            if home_lkm is not None and not keep_copy:  # the master's copy, handed out once
                 _erase_delivered(db, [k.key_id for k in keys])
         else:
             keys, freed_keys = _reserve_carved(db, owner, master, slave, number, size_bits,
@@ -149,52 +160,130 @@ def _carve_row(db: sqlite3.Connection, owner: str, master: str, slave: str, row_
     return [Key(row[0], row[3]) for row in new]
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What a read handed out, and the other copies of those keys by the LKM holding them
+    (a key taken from a slice is also held, shipped, at its owner's home LKM)."""
+
+    keys: list[Key]
+    copies: dict[str, tuple[str, ...]]
+
+
+ROWS = ("SELECT k.key_id, k.key_data, k.status, k.slave_sae_id, k.delivered_to_sae_id,"
+        " k.shipped_to, p.home_lkm FROM quantum_keys k JOIN key_pools p ON p.sae_id = k.sae_id"
+        " WHERE k.key_id IN ")
+
+
 def slave_read(caller: str, master: str, key_ids: Sequence[str], now: float,
                master_home: str | None = None) -> Txn[list[Key]]:
-    """Hand keys to their slave exactly once, then erase them; all or none.
+    """:func:`read_once` under strict ETSI: the keys only."""
+    read = read_once(caller, master, key_ids, now, master_home)
 
-    A key qualifies when it was delivered here to ``master``, or shipped to the LKM that is
-    ``master``'s home (``master_home``), whose slice served it. Refuses, in this order: 401 if
-    any of the keys has another slave; 400 (not found) if any is unknown, not yet delivered,
-    already consumed, or belongs to another master.
-    """
     def txn(db: sqlite3.Connection) -> list[Key]:
-        plain = fetchall(db, f"SELECT key_id FROM quantum_keys WHERE key_id IN"
-                             f" ({marks(len(key_ids))})", tuple(key_ids))
-        known = {row[0] for row in plain}
-        wanted = {key_id: ((key_id,), None) if key_id in known else split_composite(key_id)
-                  for key_id in key_ids}
-        part_ids = [part for parts, _ in wanted.values() for part in parts]
+        return read(db).keys
+    return txn
+
+
+def read_once(caller: str, named: str, key_ids: Sequence[str], now: float,
+              master_home: str | None = None, echo: bool = False) -> Txn[Read]:
+    """Hand keys out exactly once, then erase them; all or none.
+
+    Strict ETSI: the caller is the slave of every key, and ``named`` (the master in the path)
+    took it here, or it was shipped to the LKM that is the master's home (``master_home``),
+    whose slice served it. With ``echo`` (QuMail's profile) a key may also be read back once by
+    its master, where it took it, with either party named in the path. Refuses, in this order:
+    401 if any key has a slave (or, with ``echo``, a master) other than the caller; not found if
+    any is unknown, not yet delivered, already read, or of other parties.
+    """
+    def txn(db: sqlite3.Connection) -> Read:
+        wanted, part_ids = _parts(db, key_ids)
         if len(set(part_ids)) != len(part_ids):
             raise KeysNotFound()
-        rows = fetchall(db, "SELECT key_id, key_data, status, slave_sae_id, delivered_to_sae_id,"
-                            f" shipped_to FROM quantum_keys WHERE key_id IN"
-                            f" ({marks(len(part_ids))})", tuple(part_ids))
+        rows = fetchall(db, ROWS + f"({marks(len(part_ids))})", tuple(part_ids))
         found = {row[0]: row for row in rows}
-        if any(row[2] != KeyState.AVAILABLE and row[3] != caller for row in rows):
+        parties = slice(3, 5) if echo else slice(3, 4)  # (slave, master) or (slave,)
+        if any(row[2] != KeyState.AVAILABLE and caller not in row[parties] for row in rows):
             raise Unauthorized("caller is not a slave SAE of the requested keys")
         if len(found) != len(part_ids) or not all(
-                (row[2] == KeyState.DELIVERED and row[4] == master) or
-                (row[2] == KeyState.SHIPPED and master_home is not None
-                 and row[5] == master_home)
-                for row in rows):
+                _readable(row, caller, named, master_home, echo) for row in rows):
             raise KeysNotFound()
         cursor = db.execute(
             f"UPDATE quantum_keys SET status = {CONSUMED}, key_data = NULL, consumed_at = ?,"
             " delivered_to_sae_id = COALESCE(delivered_to_sae_id, ?)"
             f" WHERE status IN ({DELIVERED}, {SHIPPED}) AND key_id IN ({marks(len(part_ids))})",
-            (now, master, *part_ids))
+            (now, named, *part_ids))
         if cursor.rowcount != len(part_ids):
             raise KeysNotFound()
-        return [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
+        keys = [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
                 for key_id, (parts, bits) in wanted.items()]
+        return Read(keys, _copies(rows) if echo else {})
     return txn
 
 
-def key_state(key_id: str) -> Txn[tuple[KeyState, str, str | None] | None]:
-    """(state, owner, master) of a key, or None; never the material."""
-    def txn(db: sqlite3.Connection) -> tuple[KeyState, str, str | None] | None:
-        rows = fetchall(db, "SELECT status, sae_id, delivered_to_sae_id FROM quantum_keys"
-                            " WHERE key_id = ?", (key_id,))
-        return (KeyState(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+def _parts(db: sqlite3.Connection, key_ids: Sequence[str]
+           ) -> tuple[dict[str, tuple[tuple[str, ...], int | None]], list[str]]:
+    """Each key ID's stored parts (a composite ID names several), and all the parts."""
+    plain = fetchall(db, f"SELECT key_id FROM quantum_keys WHERE key_id IN"
+                         f" ({marks(len(key_ids))})", tuple(key_ids))
+    known = {row[0] for row in plain}
+    wanted = {key_id: ((key_id,), None) if key_id in known else split_composite(key_id)
+              for key_id in key_ids}
+    return wanted, [part for parts, _ in wanted.values() for part in parts]
+
+
+def _readable(row: tuple, caller: str, named: str, master_home: str | None,
+              echo: bool) -> bool:
+    _, data, status, slave, master, shipped_to, _ = row
+    if slave == caller and ((status == KeyState.DELIVERED and master == named) or (
+            status == KeyState.SHIPPED and master_home is not None
+            and shipped_to == master_home)):
+        return True
+    return (echo and status == KeyState.DELIVERED and master == caller and data is not None
+            and named in (slave, caller))
+
+
+def _copies(rows: Sequence[tuple]) -> dict[str, tuple[str, ...]]:
+    """Where else the keys of ``rows`` are held: shipped ones at the slice they were shipped
+    to, a slice's at its owner's home."""
+    copies: dict[str, list[str]] = {}
+    for key_id, _, status, _, _, shipped_to, home_lkm in rows:
+        elsewhere = shipped_to if status == KeyState.SHIPPED else home_lkm
+        if elsewhere is not None:
+            copies.setdefault(elsewhere, []).append(key_id)
+    return {lkm: tuple(ids) for lkm, ids in copies.items()}
+
+
+def mark_consumed(caller: str, key_id: str, now: float) -> Txn[Read]:
+    """QuMail's ``mark_consumed``: erase a delivered key that is still unread, wherever it is
+    held here (a composite ID: all its parts). Not found (404) if it is unknown, never handed
+    out or already consumed; 401, changing nothing, if the caller is neither its master nor
+    its slave. The keys of the reply are empty; its copies are those held elsewhere."""
+    def txn(db: sqlite3.Connection) -> Read:
+        _, part_ids = _parts(db, [key_id])
+        rows = fetchall(db, ROWS + f"({marks(len(part_ids))})", tuple(part_ids))
+        gone = NotFound("Key not found or already consumed", key_id=key_id)
+        if len(rows) != len(set(part_ids)) or any(r[2] == KeyState.AVAILABLE for r in rows):
+            raise gone
+        if any(caller not in (r[3], r[4]) for r in rows):
+            raise Unauthorized("only the master or the slave of a key may mark it consumed")
+        live = [r for r in rows if r[2] != KeyState.CONSUMED]
+        if not live:
+            raise gone
+        _consume(db, [r[0] for r in live], now)
+        return Read([], _copies(live))
     return txn
+
+
+def consume_copies(key_ids: Sequence[str], now: float) -> Txn[int]:
+    """Erase this LKM's copies of keys read or marked consumed at another LKM; how many."""
+    def txn(db: sqlite3.Connection) -> int:
+        return _consume(db, key_ids, now)
+    return txn
+
+
+def _consume(db: sqlite3.Connection, key_ids: Sequence[str], now: float) -> int:
+    cursor = db.execute(
+        f"UPDATE quantum_keys SET status = {CONSUMED}, key_data = NULL, consumed_at = ?"
+        f" WHERE status IN ({DELIVERED}, {SHIPPED}) AND key_id IN ({marks(len(key_ids))})",
+        (now, *key_ids))
+    return cursor.rowcount

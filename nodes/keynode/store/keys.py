@@ -20,7 +20,7 @@ class KeyState(enum.IntEnum):
 
     AVAILABLE = 0
     DELIVERED = 1  # to the master, who took it from the receiver's pool
-    CONSUMED = 2  # read once by the slave; the material is erased
+    CONSUMED = 2  # read once (by the slave; QuMail's profile: or its master), or marked; erased
     SHIPPED = 3  # reserved for a slice at another LKM; read here by its owner
 
 

@@ -50,6 +50,7 @@ class LKMSettings:
     max_keys_per_request: int
     sync: SyncPolicy
     port: int | None
+    profile: str = "etsi"
 
 
 class Scenario(Frozen):
@@ -169,6 +170,7 @@ class Scenario(Frozen):
             max_keys_per_request=lkm.max_keys_per_request or base.max_keys_per_request,
             sync=sync,
             port=lkm.port,
+            profile=lkm.profile or base.profile,
         )
 
     def sae_pool_size(self, sae_id: str) -> int:

@@ -34,6 +34,7 @@ from nodes.run.scenario.base import (
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "retry", "any"]
+Profile = Literal["etsi", "qumail"]
 OutageKind = Literal["down", "crash", "degrade", "partition", "latency", "qber_rise"]
 # the outage kinds are the table's (nodes/run/outages.py); tests hold the two equal
 assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
@@ -85,6 +86,10 @@ class Defaults(Frozen):
         "the pool)")
     key_size_bits: KeySizeBits = 8192
     max_keys_per_request: PositiveCount = 100
+    profile: Profile = Field(
+        "etsi", description="key-manager semantics: strict ETSI GS QKD 014, or `qumail` "
+        "(QuMail's own key manager's: a master may read its key back once, not-found is 404; "
+        "README, 'Point QuMail at a simulated network')")
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
 
 
@@ -104,6 +109,7 @@ class LKM(Frozen):
     slice_size: PositiveCount | None = None
     key_size_bits: KeySizeBits | None = None
     max_keys_per_request: PositiveCount | None = None
+    profile: Profile | None = None
     sync: SyncOverride | None = None
     port: int | None = Field(None, ge=1, le=65535, strict=True)
 
