@@ -207,8 +207,10 @@ def test_a_response_that_breaks_the_document_is_caught(spec: OpenAPI) -> None:
     status = {"source_KME_ID": "1", "target_KME_ID": "1", "master_SAE_ID": ALICE,
               "slave_SAE_ID": BOB, "key_size": 8192, "max_key_count": 10,
               "max_key_per_request": 100, "max_key_size": 8192, "min_key_size": 64,
-              "max_SAE_ID_count": 0, "available_keys": 1, "available_bits": 8192,
-              "pool_size_limit": 10}
+              "max_SAE_ID_count": 0, "status_extension": {
+                  "sae_id": BOB, "total_keys": 10, "used_keys": 9, "available_keys": 1,
+                  "available_bits": 8192, "pool_size_limit": 10, "low_threshold": 1,
+                  "is_low": False, "last_sync": None, "next_sync": None, "key_size_bits": 8192}}
     with pytest.raises(OpenAPIError):
         spec.validate_response(request, MockResponse(json.dumps(status).encode()))
     spec.validate_response(request, MockResponse(json.dumps({**status,

@@ -76,7 +76,7 @@ def test_the_profile_is_read_from_km_profile_and_checked() -> None:
         NodeConfig.from_env({"KM_PROFILE": "lenient"})
 
 
-def test_a_scenario_names_its_profile_per_lkm_or_in_its_defaults(tmp_path) -> None:
+def test_a_scenario_names_its_profile_and_status_shape(tmp_path) -> None:
     data = yaml.safe_load((ROOT / "scenarios/qumail_pair.yaml").read_text())
     scenario = tmp_path / "pair.yaml"
     scenario.write_text(yaml.safe_dump(data))
@@ -86,6 +86,9 @@ def test_a_scenario_names_its_profile_per_lkm_or_in_its_defaults(tmp_path) -> No
     scenario.write_text(yaml.safe_dump(data))
     loaded = load_scenario(scenario)
     assert [loaded.lkm_settings(lkm.id).profile for lkm in loaded.lkms] == ["qumail", "etsi"]
+    data["defaults"]["status_shape"] = "etsi"
+    scenario.write_text(yaml.safe_dump(data))
+    assert load_scenario(scenario).lkm_settings("LKM_2").status_shape == "etsi"
     data["defaults"]["profile"] = "lenient"
     scenario.write_text(yaml.safe_dump(data))
     with pytest.raises(ScenarioError, match="defaults.profile"):

@@ -10,6 +10,9 @@ KEY_SIZE_BITS = 8192  # the seed's 1 KB keys
 #: key-manager semantics: strict ETSI GS QKD 014, or QuMail's own key manager's (README section
 #: "Point QuMail at a simulated network")
 PROFILES = ("etsi", "qumail")
+#: where a status body carries the pool's own fields (docs/conformance.md): in
+#: ``status_extension`` only (etsi), also at the top level (seed), or by the caller's mode (auto)
+STATUS_SHAPES = ("auto", "etsi", "seed")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,7 @@ class NodeConfig:
     inline_store: bool = False
     seed: int = 0  # of the jitter on sync retries (a simulation passes its scenario's seed)
     profile: str = "etsi"
+    status_shape: str = "auto"
 
     def __post_init__(self) -> None:
         if self.key_size_bits % 8 or self.key_size_bits <= 0:
@@ -68,6 +72,9 @@ class NodeConfig:
             raise ConfigError("MAX_KEYS_PER_REQUEST: must be >= 1")
         if self.profile not in PROFILES:
             raise ConfigError(f"KM_PROFILE: {self.profile!r} is not one of {', '.join(PROFILES)}")
+        if self.status_shape not in STATUS_SHAPES:
+            raise ConfigError(f"STATUS_SHAPE: {self.status_shape!r} is not one of "
+                              f"{', '.join(STATUS_SHAPES)}")
         if self.use_https and self.tls is None:
             raise ConfigError("USE_HTTPS: true needs CA_FILE, KME_CERT and KME_KEY")
 
@@ -144,6 +151,7 @@ _ENV: tuple[tuple[str, str, type], ...] = (
     ("USER_KEY_POOL_DB", "db_path", str),
     ("MAX_KEYS_PER_REQUEST", "max_keys_per_request", int),
     ("KM_PROFILE", "profile", str),
+    ("STATUS_SHAPE", "status_shape", str),
 )
 
 ENV_VARIABLES = tuple(name for name, _, _ in _ENV) + ("CA_FILE", "KME_CERT", "KME_KEY")

@@ -10,7 +10,8 @@ from nodes.keynode.store import PoolStatus
 
 def status_view(config: NodeConfig, pool: PoolStatus, master: str, target_kme: str,
                 next_sync_s: float | None) -> dict[str, Any]:
-    """The 11 ETSI Status fields, then the seed's pool fields."""
+    """The 11 ETSI Status fields, and the pool's own in ``status_extension`` (ETSI's place for
+    vendor data; the API also puts them at the top level for the seed's clients)."""
     return {
         "source_KME_ID": config.kme_id, "target_KME_ID": target_kme,
         "master_SAE_ID": master, "slave_SAE_ID": pool.sae_id,
@@ -19,7 +20,7 @@ def status_view(config: NodeConfig, pool: PoolStatus, master: str, target_kme: s
         "max_key_per_request": config.max_keys_per_request,
         "max_key_size": config.max_key_size_bits, "min_key_size": config.min_key_size_bits,
         "max_SAE_ID_count": 0,
-        **pool_view(pool, next_sync_s),
+        "status_extension": pool_view(pool, next_sync_s),
     }
 
 

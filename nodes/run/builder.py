@@ -162,7 +162,8 @@ class Network:
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
             inline_store=self.scenario.clock == "virtual" and not self.serving,
-            seed=self.scenario.seed, profile=settings.profile)
+            seed=self.scenario.seed, profile=settings.profile,
+            status_shape=settings.status_shape)
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:

@@ -169,7 +169,22 @@ async def ask(request: web.Request, message: object) -> Any:
 
 async def status(request: web.Request) -> web.Response:
     view = await ask(request, GetStatus(caller_of(request), request.match_info["slave"]))
-    return web.json_response(_with_iso(request, view, "last_sync", "next_sync"))
+    pool = _with_iso(request, view["status_extension"], "last_sync", "next_sync")
+    view["status_extension"] = pool
+    if _seed_shape(request):
+        view.update(pool)
+    return web.json_response(view)
+
+
+def _seed_shape(request: web.Request) -> bool:
+    """Whether the pool's fields also go at the status body's top level, where the seed's
+    clients read them (``available_keys``, ``total_keys``, ``used_keys``, ``sae_id``):
+    ``STATUS_SHAPE`` seed or etsi, or by default (auto) for a caller named by ``X-SAE-ID``,
+    the seed's mode, and not for one named by its client certificate."""
+    shape = request.app[CONFIG].status_shape
+    if shape == "auto":
+        return request.get_extra_info("ssl_object") is None
+    return shape == "seed"
 
 
 async def enc_keys_get(request: web.Request) -> web.Response:

@@ -51,6 +51,7 @@ class LKMSettings:
     sync: SyncPolicy
     port: int | None
     profile: str = "etsi"
+    status_shape: str = "auto"
 
 
 class Scenario(Frozen):
@@ -171,6 +172,7 @@ class Scenario(Frozen):
             sync=sync,
             port=lkm.port,
             profile=lkm.profile or base.profile,
+            status_shape=lkm.status_shape or base.status_shape,
         )
 
     def sae_pool_size(self, sae_id: str) -> int:

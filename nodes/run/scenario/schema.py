@@ -35,6 +35,7 @@ from nodes.run.scenario.base import (
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 SyncReason = Literal["scheduled", "threshold", "emergency", "manual", "retry", "any"]
 Profile = Literal["etsi", "qumail"]
+StatusShape = Literal["auto", "etsi", "seed"]
 OutageKind = Literal["down", "crash", "degrade", "partition", "latency", "qber_rise"]
 # the outage kinds are the table's (nodes/run/outages.py); tests hold the two equal
 assert set(get_args(OutageKind)) == {kind for kind, _ in OUTAGES}
@@ -90,6 +91,10 @@ class Defaults(Frozen):
         "etsi", description="key-manager semantics: strict ETSI GS QKD 014, or `qumail` "
         "(QuMail's own key manager's: a master may read its key back once, not-found is 404; "
         "README, 'Point QuMail at a simulated network')")
+    status_shape: StatusShape = Field(
+        "auto", description="where status puts the pool's own fields: `status_extension` only "
+        "(etsi), also the top level (seed), or by the caller's mode (auto: top level for an "
+        "X-SAE-ID caller; docs/conformance.md)")
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
 
 
@@ -110,6 +115,7 @@ class LKM(Frozen):
     key_size_bits: KeySizeBits | None = None
     max_keys_per_request: PositiveCount | None = None
     profile: Profile | None = None
+    status_shape: StatusShape | None = None
     sync: SyncOverride | None = None
     port: int | None = Field(None, ge=1, le=65535, strict=True)
 
