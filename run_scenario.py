@@ -6,6 +6,7 @@
   run_scenario.py --serve                    serve one LKM configured by the seed's env variables
   run_scenario.py validate SCENARIO.yaml     check a scenario, print its errors
   run_scenario.py schema                     print the scenario JSON Schema
+  run_scenario.py report DIR                 rebuild a run's summary and plots from its files
   run_scenario.py pki --out DIR --sae ID...  write a CA, node and SAE certificates
   run_scenario.py linkrate [--preset NAME] [--param NAME=VALUE] [--compare]   key rate vs distance
   run_scenario.py linkrate --calibration     print docs/link-models.md's calibration table
@@ -214,8 +215,28 @@ def run_main(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def report_main(argv: list[str]) -> int:
+    from nodes.run import RebuildError, format_outcome, rebuild
+
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py report",
+        description="Rebuild a run's summary, plots and verdicts from the files in its results "
+                    "folder (scenario.yaml, metrics.csv, events.jsonl), finished or killed.")
+    parser.add_argument("dir", type=Path, help="a run's results folder")
+    out_dir = parser.parse_args(argv).dir
+    try:
+        outcome, notes = rebuild(out_dir)
+    except RebuildError as error:
+        print(f"cannot rebuild {out_dir}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for note in notes:
+        print(f"repaired: {note}", file=sys.stderr)
+    print(format_outcome(outcome))
+    return outcome.exit_code
+
+
 COMMANDS = {"pki": pki_main, "validate": validate_main, "schema": schema_main,
-            "linkrate": linkrate_main}
+            "linkrate": linkrate_main, "report": report_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,13 @@ matter for whoever records them (qkdsim's are listed in ``nodes/run/expect.py``)
 
 Exports are byte-identical for identical inputs: rows keep insertion order, event data is
 sorted by key, floats are written as `repr(round(x, 6))`, JSON keys are sorted.
+
+A recorder can stream (:meth:`Recorder.stream_to`): every row goes to its file as it is recorded,
+through a buffer flushed at least every second of wall time, so a run that is killed leaves what
+it recorded up to the last flush. Kinds of events that come with every request (deliveries,
+reads, failed sends) can be *summarised* (:meth:`Recorder.summarise`): a streaming recorder keeps
+only their running counts and sums, per node and per hour, so its memory does not grow with the
+traffic; every other event, and every sample, is kept for the report.
 """
 
 from __future__ import annotations
@@ -16,10 +23,14 @@ import csv
 import json
 import math
 import sys
+import time
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+HOUR_S = 3600.0
+CSV_HEADER = ("t_s", "node", "metric", "value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,67 @@ class Event:
         return {"t_s": self.t_s, "kind": self.kind, "node": self.node, "data": dict(self.data)}
 
 
+@dataclass(slots=True)
+class Tally:
+    """Running totals of one kind of event: count and numeric data sums, per node and per
+    hour (bin h holds [h, h+1) hours of simulated time)."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    sums: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, key) -> sum
+    hourly_count: list[int] = field(default_factory=list)
+    hourly_sums: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, event: Event) -> None:
+        node = event.node
+        self.count[node] = self.count.get(node, 0) + 1
+        hour = int(event.t_s // HOUR_S)
+        if hour >= len(self.hourly_count):
+            grow = hour + 1 - len(self.hourly_count)
+            self.hourly_count.extend([0] * grow)
+            for bins in self.hourly_sums.values():
+                bins.extend([0.0] * grow)
+        self.hourly_count[hour] += 1
+        for key, value in event.data:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.sums[(node, key)] = self.sums.get((node, key), 0) + value
+                bins = self.hourly_sums.setdefault(key, [0.0] * len(self.hourly_count))
+                bins[hour] += value
+
+
+class _Sink:
+    """The two files of a streaming recorder, flushed at least every ``every_s`` wall seconds
+    (when a row comes; :meth:`Recorder.flush` covers the quiet stretches)."""
+
+    def __init__(self, out_dir: Path, every_s: float) -> None:
+        self.csv = (out_dir / "metrics.csv").open("w", encoding="utf-8", newline="")
+        self.jsonl = (out_dir / "events.jsonl").open("w", encoding="utf-8", newline="")
+        self.rows = csv.writer(self.csv, lineterminator="\n")
+        self.rows.writerow(CSV_HEADER)
+        self.every_s = every_s
+        self.flushed = time.monotonic()
+
+    def sample(self, row: tuple[str, str, str, str]) -> None:
+        self.rows.writerow(row)
+        self._maybe_flush()
+
+    def event(self, line: str) -> None:
+        self.jsonl.write(line)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self.flushed >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for out in (self.csv, self.jsonl):
+            out.flush()
+        self.flushed = time.monotonic()
+
+    def close(self) -> None:
+        for out in (self.csv, self.jsonl):
+            out.close()
+
+
 class Recorder:
     """Collects samples and events of one run, in the order they were recorded.
 
@@ -68,6 +140,9 @@ class Recorder:
         self._series: dict[tuple[str, str], array[int]] = {}  # key -> its readings' positions
         self._events: list[Event] = []
         self._by_kind: dict[str, list[Event]] = {}
+        self._tallies: dict[str, Tally] = {}  # summarised kinds
+        self._sink: _Sink | None = None
+        self._last_t_s = 0.0
 
     @property
     def samples(self) -> list[Sample]:
@@ -77,8 +152,36 @@ class Recorder:
 
     @property
     def events(self) -> list[Event]:
-        """All events in insertion order (a copy)."""
+        """All events kept in memory, in insertion order (a copy): a streaming recorder does
+        not keep those of summarised kinds."""
         return list(self._events)
+
+    def summarise(self, *kinds: str) -> None:
+        """Keep running totals of these kinds; once streaming, not the events themselves.
+        Call before the first event of each."""
+        for kind in kinds:
+            assert kind not in self._by_kind, f"{kind} events were recorded already"
+            self._tallies.setdefault(kind, Tally())
+
+    def stream_to(self, out_dir: Path | str, flush_every_s: float = 1.0) -> None:
+        """Write ``metrics.csv`` and ``events.jsonl`` in ``out_dir`` as rows are recorded
+        (call before the first row); :meth:`close` ends them."""
+        assert not self._t and not self._events and self._sink is None, "stream from the start"
+        self._sink = _Sink(Path(out_dir), flush_every_s)
+
+    @property
+    def streaming(self) -> bool:
+        return self._sink is not None
+
+    def flush(self) -> None:
+        """Hand everything recorded so far to the files (a no-op unless streaming)."""
+        if self._sink is not None:
+            self._sink.flush()
+
+    def close(self) -> None:
+        """Flush and close the files of a streaming recorder (it records no more rows)."""
+        if self._sink is not None:
+            self._sink.close()
 
     def sample(self, t_s: float, node: str, metric: str, value: float) -> None:
         """Record `metric` of `node` at `t_s`; time must not go backwards within a series."""
@@ -98,11 +201,22 @@ class Recorder:
         self._t.append(t_s)
         self._v.append(value)
         self._k.append(number)
+        self._last_t_s = max(self._last_t_s, t_s)
+        if self._sink is not None:
+            self._sink.sample((format_float(t_s), node, metric, format_float(value)))
 
     def event(self, t_s: float, kind: str, node: str, **data: object) -> None:
         """Record an event; data values must be scalars or sequences of scalars (JSON-able)."""
         items = tuple(sorted((key, _data_value(key, value)) for key, value in data.items()))
         event = Event(_finite(t_s, "t_s"), kind, sys.intern(node), items)
+        self._last_t_s = max(self._last_t_s, event.t_s)
+        tally = self._tallies.get(kind)
+        if tally is not None:
+            tally.add(event)
+        if self._sink is not None:
+            self._sink.event(event_json(event) + "\n")
+            if tally is not None:
+                return
         self._events.append(event)
         self._by_kind.setdefault(kind, []).append(event)
 
@@ -117,16 +231,30 @@ class Recorder:
         return sorted(node for node, name in self._series if name == metric)
 
     def events_of(self, kind: str, node: str | None = None) -> list[Event]:
-        """Return the events of `kind` (at `node`, if given), in insertion order."""
+        """Return the events of `kind` (at `node`, if given), in insertion order. A summarised
+        kind has only its totals: ask :meth:`count_events`, :meth:`sum_event_data`,
+        :meth:`per_hour` or :meth:`nodes_of`."""
+        if kind in self._tallies:
+            raise ValueError(f"{kind} events are summarised: read their totals")
         events = self._by_kind.get(kind, [])
         return [e for e in events if node is None or e.node == node]
 
     def count_events(self, kind: str, node: str | None = None, **match: object) -> int:
-        """Count events of `kind` (at `node`) whose data equals every `key=value` in `match`."""
+        """Count events of `kind` (at `node`) whose data equals every `key=value` in `match`
+        (a summarised kind is counted without `match`)."""
+        tally = self._tallies.get(kind)
+        if tally is not None:
+            if match:
+                raise ValueError(f"{kind} events are summarised: they are counted whole")
+            return tally.count.get(node, 0) if node is not None else sum(tally.count.values())
         return sum(1 for e in self.events_of(kind, node) if _matches(e, match))
 
     def sum_event_data(self, kind: str, key: str, node: str | None = None) -> float:
         """Sum the numeric data `key` over the events of `kind` (missing values count 0)."""
+        tally = self._tallies.get(kind)
+        if tally is not None:
+            return sum(v for (n, k), v in tally.sums.items()
+                       if k == key and (node is None or n == node))
         total: float = 0
         for event in self.events_of(kind, node):
             value = event.get(key, 0)
@@ -134,16 +262,41 @@ class Recorder:
                 total += value
         return total
 
+    def nodes_of(self, kind: str) -> list[str]:
+        """The nodes with events of `kind`, sorted."""
+        tally = self._tallies.get(kind)
+        if tally is not None:
+            return sorted(tally.count)
+        return sorted({e.node for e in self._by_kind.get(kind, [])})
+
+    def per_hour(self, kind: str, hours: int, key: str | None = None) -> list[float]:
+        """Events of `kind` per hour of simulated time for `hours` hours (bin h holds [h, h+1)
+        hours), counted, or summing the numeric data `key`."""
+        totals = [0.0] * hours
+        tally = self._tallies.get(kind)
+        if tally is not None:
+            bins = tally.hourly_count if key is None else tally.hourly_sums.get(key, [])
+            for hour, amount in enumerate(bins[:hours]):
+                totals[hour] = float(amount)
+            return totals
+        for event in self._by_kind.get(kind, []):
+            value = 1 if key is None else event.get(key, 0)
+            if int(event.t_s // HOUR_S) < hours and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                totals[int(event.t_s // HOUR_S)] += value
+        return totals
+
     def last_t_s(self) -> float:
         """Return the latest time of any row, or 0.0 for an empty recording."""
-        ends = [self._t[series[-1]] for series in self._series.values()]
-        return max(ends + [e.t_s for e in self._events], default=0.0)
+        return self._last_t_s
 
     def write_csv(self, path: Path | str) -> None:
-        """Write the samples as CSV with header `t_s,node,metric,value`, "\\n" line ends."""
+        """Write the samples as CSV with header `t_s,node,metric,value`, "\\n" line ends
+        (a streaming recorder has written them already)."""
+        assert self._sink is None, "a streaming recorder writes its files as it goes"
         with Path(path).open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(("t_s", "node", "metric", "value"))
+            writer.writerow(CSV_HEADER)
             keys = self._keys
             for t_s, value, k in zip(self._t, self._v, self._k):
                 node, metric = keys[k]
@@ -151,6 +304,7 @@ class Recorder:
 
     def write_jsonl(self, path: Path | str) -> None:
         """Write one JSON object per event: {"data", "kind", "node", "t_s"}, keys sorted."""
+        assert self._sink is None, "a streaming recorder writes its files as it goes"
         with Path(path).open("w", encoding="utf-8") as out:
             for event in self._events:
                 out.write(event_json(event) + "\n")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 
 from nodes.run.harness import run
@@ -131,3 +132,17 @@ async def test_a_replayed_manual_sync_is_answered_in_virtual_time(tmp_path: Path
         (3600.0, 200), (7200.0, 200)]
     [sync] = [e for e in events if e["kind"] == "sync" and e["data"]["reason"] == "manual"]
     assert (sync["t_s"], sync["data"]["outcome"], sync["data"]["keys_received"]) == (7200.0, "ok", 30)
+
+
+def test_a_trace_cut_short_by_a_kill_loads_up_to_its_last_whole_line(tmp_path: Path) -> None:
+    from nodes.traffic.trace import load_trace
+
+    entry = {"t_s": 1.5, "lkm": "LKM_A", "method": "GET", "path": "/health", "caller": None,
+             "body": None, "status": 200}
+    whole = json.dumps(entry, sort_keys=True) + "\n"
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(whole + whole.replace("1.5", "2.5") + whole[:30])
+    assert [e.t_s for e in load_trace(trace)] == [1.5, 2.5]
+    trace.write_text(whole + "not json\n" + whole)  # a bad line in the middle is an error
+    with pytest.raises(ValueError, match="trace.jsonl:2: not a trace line"):
+        load_trace(trace)

@@ -12,6 +12,7 @@ from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.harness import RunOutcome, format_outcome, run, serve
 from nodes.run.linkrate import LinkRateError, calibration_markdown, link_rate_report
 from nodes.run.outages import OUTAGES
+from nodes.run.rebuild import RebuildError, rebuild
 from nodes.run.report import write_report
 from nodes.run.scenario import (
                                 Scenario,
@@ -25,5 +26,5 @@ __all__ = [
     "ExpectationResult", "Network", "capacity_warnings", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
     "LinkRateError", "calibration_markdown", "link_rate_report",
     "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",
-    "scenario_json_schema", "serve", "unsupported", "write_report",
+    "scenario_json_schema", "serve", "unsupported", "write_report", "RebuildError", "rebuild",
 ]

@@ -62,6 +62,7 @@ from nodes.traffic import (
 from simulator import ActorRef, Simulation
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
+WALL_SAMPLE_S = 5.0  # a served run's default sample interval, in wall seconds
 
 
 def unsupported(scenario: Scenario) -> list[str]:
@@ -270,10 +271,19 @@ class Network:
 
     # -- sampling and auditing ---------------------------------------------------------------
 
+    @property
+    def sample_interval_s(self) -> float:
+        """The scenario's ``sample_interval``; unset, a served (wall-clock) run samples every
+        5 s of wall time, since a client is watching, and a virtual run every 10 minutes."""
+        scenario = self.scenario
+        if self.serving and "sample_interval_s" not in scenario.model_fields_set:
+            return WALL_SAMPLE_S * scenario.time_scale
+        return scenario.sample_interval_s
+
     def _schedule_sample(self, delay_s: float) -> None:
         def fire() -> None:
             self.sim.start_task(self.sample_pools())
-            self._schedule_sample(self.scenario.sample_interval_s)
+            self._schedule_sample(self.sample_interval_s)
 
         self.sim.clock.call_later(delay_s, fire, SAMPLE_PRIORITY)
 

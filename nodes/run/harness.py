@@ -1,8 +1,9 @@
 """Run a scenario from start to verdict: build, run, record, draw, check.
 
-Writes to the output folder: ``metrics.csv`` and ``events.jsonl`` (byte-identical for the same
-scenario and seed), ``plots/*.png``, ``summary.json`` / ``summary.txt``, and ``state/`` with each
-LKM's SQLite file as the run left it.
+Writes to the output folder: ``scenario.yaml`` (the scenario as run), ``metrics.csv`` and
+``events.jsonl`` as rows are recorded (byte-identical for the same scenario and seed; flushed at
+least every second, so a killed run leaves them), ``plots/*.png``, ``summary.json`` /
+``summary.txt``, and ``state/`` with each LKM's SQLite file as the run left it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from nodes.run.builder import Network
-from nodes.run.expect import ExpectationResult, evaluate, not_evaluated
+from nodes.run.expect import (
+    PER_REQUEST_KINDS,
+    ExpectationResult,
+    evaluate,
+    not_audited,
+    not_evaluated,
+)
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
-from nodes.run.scenario import Scenario
+from nodes.run.scenario import Scenario, write_scenario
 from nodes.traffic import TraceWriter
-from simulator import ClockError, Progress, Simulation, Stalled
+from simulator import ClockError, Progress, Recorder, Simulation, Stalled
 
 MAX_PRINTED_ROWS = 40
 MAX_PRINTED_FAILURES = 10
@@ -102,6 +109,10 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir()
     sim = Simulation(scenario.seed, clock, scenario.time_scale, stall_s=stall_s)
+    sim.recorder.summarise(*PER_REQUEST_KINDS)
+    sim.recorder.stream_to(out_dir)  # rows reach the files as they come (flushed each second)
+    write_scenario(scenario, out_dir)  # what `run_scenario.py report DIR` rebuilds from
+    flusher = asyncio.ensure_future(_flush_every_second(sim)) if clock == "wall" else None
     network = Network(scenario, sim, state_dir, trace, serving=clock == "wall")
     setup_s = 0.0
     engine_error: str | None = None
@@ -125,32 +136,51 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     finally:
         await network.close()
         await sim.shutdown()
+        if flusher is not None:
+            flusher.cancel()
+        sim.recorder.close()
     return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
                    engine_error, links, early=serving)
+
+
+async def _flush_every_second(sim: Simulation) -> None:
+    """In wall-clock time, rows recorded in a quiet second still reach the files."""
+    while True:
+        await asyncio.sleep(1.0)
+        sim.recorder.flush()
 
 
 def _report(scenario: Scenario, sim: Simulation, audit: dict[str, int], out_dir: Path,
             wall_s: float, setup_s: float, engine_error: str | None = None,
             links: list[dict[str, Any]] | None = None, early: bool = False) -> RunOutcome:
-    recorder = sim.recorder
-    recorder.write_csv(out_dir / "metrics.csv")
-    recorder.write_jsonl(out_dir / "events.jsonl")
-    write_report(recorder, scenario.name, out_dir, links=links or [])
-    results = tuple(evaluate(scenario.expect, recorder, audit))
-    stopped_s = sim.clock.now()
-    if early and stopped_s < scenario.duration_s:
-        results = tuple(not_evaluated(results, scenario.expect, stopped_s, scenario.duration_s))
     failures = tuple([engine_error] if engine_error else []) + tuple(
         f"{f.actor}: {f.error} while handling {f.message}" for f in sim.system.failures)
+    return report_files(scenario, sim.recorder, out_dir, audit, links or [], sim.clock.now(),
+                        early, failures, sim.steps, wall_s, setup_s)
+
+
+def report_files(scenario: Scenario, recorder: Recorder, out_dir: Path, audit: dict[str, int],
+                 links: list[dict[str, Any]], stopped_s: float, early: bool,
+                 failures: tuple[str, ...] = (), steps: int = 0, wall_s: float = 0.0,
+                 setup_s: float = 0.0, rebuilt: bool = False) -> RunOutcome:
+    """Plots, summary.json/txt and the expectations' verdicts from what ``recorder`` holds (a
+    run's, or one rebuilt from its files). Stopped ``early`` (before the scenario's duration),
+    the expectations that need the whole duration are not evaluated."""
+    write_report(recorder, scenario.name, out_dir, links=links)
+    results = tuple(evaluate(scenario.expect, recorder, audit))
+    if early and stopped_s < scenario.duration_s:
+        results = tuple(not_evaluated(results, scenario.expect, stopped_s, scenario.duration_s))
+    if rebuilt:
+        results = tuple(not_audited(results, scenario.expect))
     summary = json.loads((out_dir / "summary.json").read_text())
     summary.update({
-        "seed": scenario.seed, "steps": sim.steps,
-        "simulated_s": round(min(sim.clock.now(), scenario.duration_s), 6),
+        "seed": scenario.seed, "steps": steps,
+        "simulated_s": round(min(stopped_s, scenario.duration_s), 6),
         "audit": audit, "actor_failures": list(failures),
         "expectations": [{"name": r.name, "passed": r.passed, "figure": r.figure}
                          for r in results]})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return RunOutcome(out_dir, summary, results, failures, wall_s, sim.steps, setup_s)
+    return RunOutcome(out_dir, summary, results, failures, wall_s, steps, setup_s)
 
 
 def format_outcome(outcome: RunOutcome) -> str:
@@ -173,7 +203,7 @@ def format_outcome(outcome: RunOutcome) -> str:
         lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
                      "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
     else:
-        lines.append("not audited: the run ended early")
+        lines.append("not audited: the run ended early, or was rebuilt from its files")
     for failure in outcome.actor_failures[:MAX_PRINTED_FAILURES]:
         lines.append(f"FAILURE  {failure}")
     if len(outcome.actor_failures) > MAX_PRINTED_FAILURES:
@@ -183,8 +213,12 @@ def format_outcome(outcome: RunOutcome) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[result.passed]
         lines.append(f"{verdict}  {result.name}: {result.figure}")
     rate = outcome.summary["simulated_s"] / max(outcome.wall_s, 1e-9)
-    lines.append(f"simulated {outcome.summary['simulated_s']:.0f} s in {outcome.wall_s:.1f} s wall "
-                 f"({rate:,.0f} sim-s per wall-s, {outcome.steps} steps)")
+    if outcome.wall_s == 0.0:  # rebuilt from a run's files
+        lines.append(f"rebuilt from the files: {outcome.summary['simulated_s']:.0f} s recorded")
+    else:
+        lines.append(f"simulated {outcome.summary['simulated_s']:.0f} s in "
+                     f"{outcome.wall_s:.1f} s wall ({rate:,.0f} sim-s per wall-s, "
+                     f"{outcome.steps} steps)")
     lines.append(f"results in {outcome.out_dir}/ (plots in {outcome.out_dir / 'plots'}/)")
     return "\n".join(lines)
 

@@ -215,33 +215,23 @@ def plot_deliveries(recorder: Recorder, title: str, windows: list[OutageWindow])
     """Keys delivered per hour (events "delivery", data "keys") above failed sends per hour."""
     figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True)
-    deliveries = [(e.t_s, _number(e.get("keys"))) for e in recorder.events_of("delivery")]
-    failures = [(e.t_s, 1.0) for e in recorder.events_of("failure")]
     hours = int(recorder.last_t_s() // HOUR_S) + 1  # bin h holds [h, h+1) hours
-    for ax, rows, colour, label in (
-        (top, deliveries, "tab:blue", "keys delivered / h"),
-        (bottom, failures, "tab:red", "failed sends / h"),
+    for ax, totals, colour, label in (
+        (top, recorder.per_hour("delivery", hours, "keys"), "tab:blue", "keys delivered / h"),
+        (bottom, recorder.per_hour("failure", hours), "tab:red", "failed sends / h"),
     ):
-        totals = _per_hour(rows, hours)
         ax.bar(range(hours), totals, width=1.0, align="edge", color=colour)
         ax.set_ylim(0, max([1.0, *totals]) * 1.1)
         shade_outages(ax, windows)
         ax.set_ylabel(label)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if not rows:
+        if not any(totals):
             note(ax, f"no {label.split(' /')[0]} recorded")
     top.set_title(f"{title}: deliveries and failed sends")
     bottom.set_xlabel("simulated time (h)")
     bottom.set_xlim(0, hours)
     return figure
-
-
-def _per_hour(rows: list[tuple[float, float]], hours: int) -> list[float]:
-    totals = [0.0] * hours
-    for t_s, amount in rows:
-        totals[int(t_s // HOUR_S)] += amount
-    return totals
 
 
 def _number(value: object) -> float:
@@ -254,11 +244,12 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
     and the lowest pool level; plus totals. JSON-able, nodes sorted."""
     nodes: dict[str, dict[str, Any]] = {}
     for kind, column in COUNTED_KEYS.items():
-        for event in recorder.events_of(kind):
-            row = nodes.setdefault(event.node, _empty_row())
-            row[column] += int(_number(event.get("keys")))
-    for event in recorder.events_of("failure"):
-        nodes.setdefault(event.node, _empty_row())["failed_sends"] += 1
+        for node in recorder.nodes_of(kind):
+            row = nodes.setdefault(node, _empty_row())
+            row[column] += int(recorder.sum_event_data(kind, "keys", node))
+    for node in recorder.nodes_of("failure"):
+        nodes.setdefault(node, _empty_row())["failed_sends"] += recorder.count_events("failure",
+                                                                                      node)
     syncs = [
         (e.node, str(e.get("reason")), str(e.get("outcome"))) for e in recorder.events_of("sync")
     ]

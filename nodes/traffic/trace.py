@@ -88,12 +88,18 @@ def recorder_hook(lkm_id: str, clock: Clock,
 
 
 def load_trace(path: Path) -> list[TraceEntry]:
+    """The trace's entries in time order. A last line without its newline that does not parse
+    (a recording killed mid-write) is left out; any other bad line is an error."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 entries.append(TraceEntry(**json.loads(line)))
             except (ValueError, TypeError) as error:
+                if number == len(lines) and not text.endswith("\n"):
+                    break  # torn by a kill: what came before it stands
                 raise ValueError(f"{path}:{number}: not a trace line ({error})") from None
     return sorted(entries, key=lambda e: e.t_s)
 

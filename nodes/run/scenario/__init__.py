@@ -7,7 +7,12 @@ the whole :class:`Scenario`, :mod:`.loading` reading files and the JSON Schema.
 from nodes.run.scenario.base import PathErrors
 from nodes.run.scenario.checks import reference_errors, target_kinds
 from nodes.run.scenario.links import DecoyParams, Link, RatePoint
-from nodes.run.scenario.loading import load_scenario, parse_scenario, scenario_json_schema
+from nodes.run.scenario.loading import (
+    load_scenario,
+    parse_scenario,
+    scenario_json_schema,
+    write_scenario,
+)
 from nodes.run.scenario.model import LKMSettings, Scenario, ScenarioError
 from nodes.run.scenario.schema import (
                                        BARE_EXPECTATIONS,
@@ -27,6 +32,6 @@ from nodes.run.scenario.schema import (
 __all__ = [
     "BARE_EXPECTATIONS", "DecoyParams", "Defaults", "Expectation", "KM", "LKM", "LKMSettings", "Link",
     "MailTraffic", "Outage", "PathErrors", "RatePoint", "ReplayTraffic", "SAE", "Scenario",
-    "ScenarioError", "SyncCount", "SyncOverride", "SyncPolicy", "load_scenario",
+    "ScenarioError", "SyncCount", "SyncOverride", "SyncPolicy", "load_scenario", "write_scenario",
     "parse_scenario", "reference_errors", "scenario_json_schema", "target_kinds",
 ]

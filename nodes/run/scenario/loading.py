@@ -40,6 +40,16 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(_error_lines(exc, source)) from None
 
 
+def write_scenario(scenario: Scenario, out_dir: Path | str) -> Path:
+    """Write ``scenario.yaml`` in ``out_dir``: the scenario as run (overrides applied, replay
+    paths resolved), which :func:`load_scenario` reads back to an equal scenario."""
+    path = Path(out_dir) / "scenario.yaml"
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    path.write_text("# the scenario as run (written by qkdsim)\n"
+                    + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def scenario_json_schema() -> dict[str, Any]:
     """Return the JSON schema of a scenario file (YAML keys, durations as strings or numbers)."""
     return Scenario.model_json_schema(by_alias=True, mode="validation")

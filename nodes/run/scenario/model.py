@@ -62,7 +62,9 @@ class Scenario(Frozen):
     duration_s: PositiveSeconds = Field(alias="duration")
     clock: Literal["virtual", "wall"] = "virtual"
     time_scale: float = Field(1.0, gt=0, description="wall clock only: simulated s per real s")
-    sample_interval_s: PositiveSeconds = Field(600.0, alias="sample_interval")
+    sample_interval_s: PositiveSeconds = Field(
+        600.0, alias="sample_interval", description="how often pools and links are sampled "
+        "(default 10m; unset, a served run samples every 5 s of wall time)")
     transport: Literal["http", "direct"] = Field(
         "http", description="how simulated SAEs reach their LKM: real HTTP to its served ETSI 014 "
         "API, or the same ETSI messages asked of the LKM actor directly (no HTTP stack; faster)")
