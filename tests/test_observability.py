@@ -189,3 +189,20 @@ async def test_no_key_material_in_any_log_line_or_metric_of_a_busy_session(
     for material in materials:
         for fingerprint in fingerprints(material):
             assert fingerprint not in logged and fingerprint not in text
+
+
+async def test_metric_label_sets_stay_bounded_whatever_the_methods_and_paths(node: Node) -> None:
+    """A client may send any method token and any path: the labels name the route template
+    and a known method (or OTHER), so a fuzzer cannot grow the registry without bound."""
+    methods = ("PROPFIND", "MKCOL", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT", "MOVE")
+    for i in range(40):
+        status, _ = await node.call(ALICE, methods[i % len(methods)], f"{API}/nobody{i}/status")
+        assert 400 <= status < 500
+        assert (await node.call(ALICE, "GET", f"/no/such/path/{i}"))[0] == 404
+    text, metrics = await scrape(node)
+    methods = {dict(labels).get("method") for name, labels in metrics
+               if name == "qkdsim_requests_total"}
+    routes = {dict(labels).get("route") for name, labels in metrics
+              if name == "qkdsim_requests_total"}
+    assert methods <= {"GET", "OTHER"} and "OTHER" in methods, methods
+    assert len(routes) <= 3 and not any("nobody" in str(r) for r in routes), routes

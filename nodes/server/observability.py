@@ -83,6 +83,15 @@ def caller_for_log(request: web.Request) -> str | None:
     return header[:_MAX_SAE_CHARS] if header else None
 
 
+#: the methods a metric label names; any other (a client may send any token) is "OTHER", so
+#: the label sets stay bounded whatever arrives
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_of(request: web.Request) -> str:
+    return request.method if request.method in METHODS else "OTHER"
+
+
 def route_of(request: web.Request) -> str:
     """The route template (``/api/v1/keys/{slave}/status``), never the raw path."""
     resource = request.match_info.route.resource
@@ -172,7 +181,7 @@ class NodeMetrics:
                 duration_s: float) -> None:
         if status is None:  # cancelled: the client went away, nothing was answered
             return
-        route, method = route_of(request), request.method
+        route, method = route_of(request), method_of(request)
         children = self._children.get((route, method, status))
         if children is None:
             children = self._children[route, method, status] = (
