@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
 	$(BIN)/python bench/node_throughput.py
 	$(BIN)/python bench/scaling.py --sizes 10 100 1000
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
