@@ -82,12 +82,21 @@ def serve_node_main() -> int:
 
 
 def load(path: Path, seed: int | None = None, until: str | None = None):
-    """The validated scenario, or None after printing every error (path: message)."""
+    """The validated scenario, or None after printing every error (path: message); a note for
+    each outage that ``until`` leaves out."""
     from nodes.run import ScenarioError, load_scenario
 
     try:
-        return load_scenario(path).with_overrides(seed=seed, duration_s=until)
+        scenario = load_scenario(path)
+        shortened = scenario.with_overrides(seed=seed, duration_s=until)
+        for line in scenario.cut_outages(until) if until is not None else ():
+            print(f"note: --until {until}: {line}", file=sys.stderr)
+        return shortened
     except ScenarioError as error:
+        if all(line.startswith("--") for line in error.errors):  # a flag's value, not the file
+            for line in error.errors:
+                print(f"error: {line}", file=sys.stderr)
+            return None
         print(f"invalid scenario {path}:", file=sys.stderr)
         for line in error.errors:
             print(f"  {line}", file=sys.stderr)
@@ -97,8 +106,12 @@ def load(path: Path, seed: int | None = None, until: str | None = None):
 def validate_main(argv: list[str]) -> int:
     from nodes.run import capacity_warnings, unsupported
 
-    parser = argparse.ArgumentParser(prog="run_scenario.py validate")
-    parser.add_argument("scenario", nargs="+", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py validate",
+        description="Check scenario files without running them: every error is printed as "
+                    "'field: message' and the exit code is 2; warnings (a slice that can never "
+                    "fill in one top-up, say) are printed and the exit code stays 0.")
+    parser.add_argument("scenario", nargs="+", type=Path, help="scenario YAML files")
     status = EXIT_OK
     for path in parser.parse_args(argv).scenario:
         scenario = load(path)
@@ -119,7 +132,10 @@ def schema_main(argv: list[str]) -> int:
 
     from nodes.run import scenario_json_schema
 
-    argparse.ArgumentParser(prog="run_scenario.py schema").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="run_scenario.py schema",
+        description="Print the JSON Schema of a scenario file (for editors and CI): every "
+                    "field, its type, default and description.").parse_args(argv)
     print(json.dumps(scenario_json_schema(), indent=2, sort_keys=True))
     return EXIT_OK
 
@@ -186,6 +202,19 @@ class Progress:
             print(file=sys.stderr)
 
 
+def unwritable(out_dir: Path) -> str | None:
+    """Why results cannot be written to ``out_dir`` (made if missing), or None."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        return f"cannot write results there ({error.strerror or error})"
+    return None
+
+
 def run_main(args: argparse.Namespace) -> int:
     from nodes.run import ScenarioError, capacity_warnings, format_outcome, run, serve
 
@@ -196,7 +225,12 @@ def run_main(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     if args.serve and not configure_logging():
         return EXIT_USAGE
-    out_dir = args.out or Path("results") / scenario.name
+    # a served run keeps its own folder: it never overwrites the last virtual run's results
+    out_dir = args.out or Path("results") / (scenario.name + ("-served" if args.serve else ""))
+    problem = unwritable(out_dir)
+    if problem is not None:
+        print(f"error: --out {out_dir}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress()
     announce = lambda line: print(line, flush=True)  # noqa: E731
     try:
@@ -243,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
+    if argv[:1] and not argv[0].startswith("-") and not Path(argv[0]).exists() \
+            and Path(argv[0]).suffix.lower() not in (".yaml", ".yml"):
+        print(f"error: unknown command {argv[0]!r}: the commands are {', '.join(COMMANDS)}, "
+              "or give a scenario file (run_scenario.py --help)", file=sys.stderr)
+        return EXIT_USAGE
     parser = argparse.ArgumentParser(prog="run_scenario.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", nargs="?", type=Path)

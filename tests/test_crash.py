@@ -88,7 +88,7 @@ class ServeProcess:
                                             stderr=subprocess.STDOUT)
 
     async def ready(self, client: aiohttp.ClientSession) -> None:
-        for _ in range(200):
+        for _ in range(600):  # up to 30 s: a loaded machine starts a process slowly
             assert self.process.poll() is None, "the server exited"
             try:
                 async with client.get(self.url + "/health") as response:

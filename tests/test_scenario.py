@@ -368,11 +368,21 @@ def test_with_overrides_changes_seed_and_duration_and_keeps_the_rest() -> None:
     assert isinstance(changed, Scenario)
 
 
-def test_with_overrides_rejects_a_duration_that_cuts_off_an_outage() -> None:
+def test_with_overrides_leaves_out_outages_after_a_shortened_end() -> None:
     scenario = parse_scenario(design_data())
+    starts = [o.at_s for o in scenario.outages]
+    changed = scenario.with_overrides(duration_s=2 * 86400)
+    assert [o.at_s for o in changed.outages] == [t for t in starts if t < 2 * 86400]
+    assert len(changed.outages) < len(scenario.outages)
+    notes = scenario.cut_outages(2 * 86400)
+    assert len(notes) == len(scenario.outages) - len(changed.outages)
+    assert notes[0].startswith("outages.1 (") and "after the end of the run (2d)" in notes[0]
+
+
+def test_a_bad_until_is_the_flags_error() -> None:
     with pytest.raises(ScenarioError) as caught:
-        scenario.with_overrides(duration_s=2 * 86400)
-    assert caught.value.errors == ["outages.1.at: 2d is not before the end of the run (2d)"]
+        parse_scenario(design_data()).with_overrides(duration_s="soon")
+    assert caught.value.errors[0].startswith("--until: invalid duration 'soon'")
 
 
 def test_with_overrides_rejects_a_negative_seed() -> None:

@@ -13,6 +13,7 @@ of the receiver's pool, filled before the run starts. Outages are the table's
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from types import MappingProxyType
@@ -63,6 +64,22 @@ from simulator import ActorRef, Simulation
 
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 WALL_SAMPLE_S = 5.0  # a served run's default sample interval, in wall seconds
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def state_file(state_dir: Path, lkm_id: str) -> Path:
+    """The SQLite file of LKM ``lkm_id`` in a run's ``state/`` folder."""
+    return state_dir / f"{safe_file_stem(lkm_id)}.db"
+
+
+def clear_state(scenario: Scenario, state_dir: Path) -> None:
+    """Remove what a run of ``scenario`` writes in ``state_dir`` (each LKM's SQLite file and
+    its journal), and nothing else found there."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for lkm in scenario.lkms:
+        db = state_file(state_dir, lkm.id)
+        for suffix in SQLITE_SIDE_FILES:
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def unsupported(scenario: Scenario) -> list[str]:
@@ -155,7 +172,7 @@ class Network:
         return NodeConfig(
             kme_id=lkm_id, local_km_id=lkm_id, port=settings.port or 0,
             next_door_km_url=f"km://{settings.km}",
-            db_path=str(self.state_dir / f"{safe_file_stem(lkm_id)}.db"),
+            db_path=str(state_file(self.state_dir, lkm_id)),
             max_keys_per_request=settings.max_keys_per_request,
             key_size_bits=settings.key_size_bits,
             max_key_size_bits=settings.key_size_bits * max(1, 4096 // settings.key_size_bits),
@@ -198,10 +215,13 @@ class Network:
 
     async def _open_slices(self) -> None:
         """Give each sender's LKM a slice of every remote receiver's pool, and fill it: the
-        syncs are queued, and the workers carry them out as the clock settles."""
+        syncs are queued, and the workers carry them out as the clock settles. A served
+        network waits for those first fills to end (the relays take wall time), so that it
+        announces itself with its slices filled."""
         wanted: dict[str, set[str]] = {}
         for here, receiver in slice_pairs(self.scenario, self.serving):
             wanted.setdefault(here, set()).add(receiver)
+        fills = []
         for lkm_id, receivers in sorted(wanted.items()):
             ref = self.lkm_refs[lkm_id]
             for sae in sorted(receivers):
@@ -210,7 +230,11 @@ class Network:
                 await ref.ask(AddRemote(sae, self.directory.sae_home[sae], size,
                                         self.directory.sae_email.get(sae)))
                 self._threshold_sample(lkm_id, sae, size)
-            await ref.ask(Sync("manual", tuple(sorted(receivers))))
+            if self.serving:
+                fills.append(ref.ask(Sync("manual", tuple(sorted(receivers)), wait=True)))
+            else:
+                await ref.ask(Sync("manual", tuple(sorted(receivers))))
+        await asyncio.gather(*fills)
         await self.sim.settle()
 
     def _threshold_sample(self, lkm_id: str, sae_id: str, pool_size: int) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from nodes.run.builder import Network
+from nodes.run.builder import Network, clear_state
 from nodes.run.expect import (
     PER_REQUEST_KINDS,
     ExpectationResult,
@@ -106,8 +105,7 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = out_dir / "state"
-    shutil.rmtree(state_dir, ignore_errors=True)
-    state_dir.mkdir()
+    clear_state(scenario, state_dir)  # this run's files only: --out never loses anything else
     sim = Simulation(scenario.seed, clock, scenario.time_scale, stall_s=stall_s)
     sim.recorder.summarise(*PER_REQUEST_KINDS)
     sim.recorder.stream_to(out_dir)  # rows reach the files as they come (flushed each second)

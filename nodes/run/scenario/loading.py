@@ -17,13 +17,15 @@ from nodes.run.scenario.schema import ReplayTraffic
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate the YAML scenario at `path` (raises ScenarioError)."""
     path = Path(path)
+    text = ""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise ScenarioError([f"{path}: cannot read scenario: {reason}"]) from None
     except yaml.YAMLError as exc:
-        raise ScenarioError([f"{path}: {_yaml_problem(exc)}"]) from None
+        raise ScenarioError([f"{path}: {_yaml_problem(exc, text)}"]) from None
     scenario = parse_scenario(data, source=str(path))
     return _resolve_replays(scenario, path.parent)
 
@@ -76,14 +78,19 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if mark is None:
         return f"invalid YAML: {problem}"
+    lines = text.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    if "\t" in line[:mark.column + 1] and "cannot start any token" in problem:
+        problem = "a tab character; YAML indents with spaces, never tabs"
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
@@ -107,7 +114,8 @@ def _message(err: Any, cause: object) -> str:
         return _MESSAGES[err["type"]]
     if isinstance(cause, ValueError):
         return str(cause)
-    text = err["msg"][:1].lower() + err["msg"][1:]
+    message = str(err["msg"])
+    text = message[:1].lower() + message[1:]
     value = err.get("input")
     if isinstance(value, (str, int, float, bool)) or value is None:
         text += f" (got {value!r})"

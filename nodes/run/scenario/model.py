@@ -35,7 +35,7 @@ from nodes.run.scenario.schema import (
     Traffic,
     _OrBareName,
 )
-from simulator import parse_duration
+from simulator import format_duration, parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,30 +93,39 @@ class Scenario(Frozen):
     def with_overrides(
         self, seed: int | None = None, duration_s: float | str | None = None
     ) -> Scenario:
-        """Return a copy with another seed and/or duration (as from the command line).
-
-        The copy is checked again: an outage starting after a shortened end is an error.
-        """
+        """Return a copy with another seed and/or duration (as from the command line: errors
+        name ``--seed`` and ``--until``). Outages that would start at or after a shortened end
+        are left out of the copy (:meth:`cut_outages` lists them, for a note)."""
         update: dict[str, object] = {}
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ScenarioError([f"seed: must be a non-negative integer, got {seed!r}"])
+                raise ScenarioError([f"--seed: must be a non-negative integer, got {seed!r}"])
             update["seed"] = seed
         if duration_s is not None:
-            update["duration_s"] = _override_duration(duration_s)
+            end_s = update["duration_s"] = _override_duration(duration_s)
+            update["outages"] = tuple(o for o in self.outages if o.at_s < end_s)
         copy = self.model_copy(update=update)
         errors = reference_errors(copy)
         if errors:
             raise ScenarioError([error_line("<overrides>", loc, msg) for loc, msg in errors])
         return copy
 
+    def cut_outages(self, duration_s: float | str) -> list[str]:
+        """The outages a run shortened to ``duration_s`` leaves out, one line each."""
+        end_s = _override_duration(duration_s)
+        return [f"outages.{i} ({o.kind} {o.target or 'partition'} at {format_duration(o.at_s)}) "
+                f"starts after the end of the run ({format_duration(end_s)}): left out"
+                for i, o in enumerate(self.outages) if o.at_s >= end_s]
+
     def lkm(self, lkm_id: str) -> LKM:
         """Return the LKM called `lkm_id` (KeyError if there is none)."""
-        return _find(self._by_id, self.lkms, lkm_id, "LKM")
+        found: LKM = _find(self._by_id, self.lkms, lkm_id, "LKM")
+        return found
 
     def sae(self, sae_id: str) -> SAE:
         """Return the SAE called `sae_id` (KeyError if there is none)."""
-        return _find(self._by_id, self.saes, sae_id, "SAE")
+        found: SAE = _find(self._by_id, self.saes, sae_id, "SAE")
+        return found
 
     def saes_at(self, lkm_id: str) -> tuple[SAE, ...]:
         """The SAEs homed at `lkm_id`, in scenario order."""
@@ -200,9 +209,9 @@ def _override_duration(value: float | str) -> float:
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
-        raise ScenarioError([f"duration: {exc}"]) from None
+        raise ScenarioError([f"--until: {exc}"]) from None
     if seconds <= 0:
-        raise ScenarioError([f"duration: must be greater than 0, got {value!r}"])
+        raise ScenarioError([f"--until: must be greater than 0, got {value!r}"])
     return seconds
 
 
