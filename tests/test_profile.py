@@ -93,3 +93,27 @@ def test_a_scenario_names_its_profile_and_status_shape(tmp_path) -> None:
     scenario.write_text(yaml.safe_dump(data))
     with pytest.raises(ScenarioError, match="defaults.profile"):
         load_scenario(scenario)
+
+
+async def test_registration_says_when_the_pool_size_differs_from_the_one_asked(node) -> None:
+    """Honest answers: a size outside [min, max] is clamped, 0 means the default, and the
+    reply says so; a size given as asked carries no note."""
+    cases = (("SAE_A_001", 500, 500, None), ("SAE_B_001", 50_000, 10_000, "clamped to [10, 10000]"),
+             ("SAE_C_001", 3, 10, "clamped to [10, 10000]"),
+             ("SAE_D_001", 0, 1000, "0 means the default, 1000"))
+    for sae, asked, given, note in cases:
+        status, body = await node.call(None, "POST", f"{API}/register", json={
+            "sae_id": sae, "user_email": f"{sae.lower()}@example.com",
+            "initial_pool_size": asked})
+        assert status == 201 and body["pool_size"] == body["keys_generated"] == given, body
+        assert body.get("pool_size_note") == note
+        assert body.get("pool_size_requested") == (asked if note else None)
+
+
+async def test_a_short_pool_says_how_many_keys_are_available(node) -> None:
+    for sae in (ALICE, BOB):
+        await node.register(sae, pool=20)
+    status, body = await node.call(ALICE, "POST", f"{API}/{BOB}/enc_keys", json={"number": 25})
+    assert status == 503
+    assert "20 keys of 8192 bits" in body["message"] and "25 keys" in body["message"]
+    assert {"available_keys": 20} in body["details"]

@@ -78,6 +78,18 @@ class NodeConfig:
         if self.use_https and self.tls is None:
             raise ConfigError("USE_HTTPS: true needs CA_FILE, KME_CERT and KME_KEY")
 
+    def pool_size_for(self, asked: int | None) -> tuple[int, dict[str, object]]:
+        """The pool size a registration gets, and, when it is not what was asked for, why
+        (``pool_size_requested`` and ``pool_size_note`` for the reply)."""
+        size = asked or self.default_pool_size
+        given = min(max(size, self.min_pool_size), self.max_pool_size)
+        notes = [f"0 means the default, {self.default_pool_size}"] if asked == 0 else []
+        if given != size:
+            notes.append(f"clamped to [{self.min_pool_size}, {self.max_pool_size}]")
+        if not notes:
+            return given, {}
+        return given, {"pool_size_requested": asked, "pool_size_note": "; ".join(notes)}
+
     @property
     def qumail(self) -> bool:
         """QuMail's semantics: a master may read its own key back once (Level 3), not-found
@@ -116,7 +128,7 @@ def _parse(name: str, raw: str, parse: type) -> object:
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{name}: invalid value {raw!r}") from None
-    if parse is int and value < 0:  # type: ignore[operator]
+    if parse is int and value < 0:
         raise ConfigError(f"{name}: must not be negative")
     return value
 

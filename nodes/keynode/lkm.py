@@ -220,8 +220,7 @@ class LocalKeyManager(Actor):
     async def _register(self, msg: Register) -> dict[str, Any]:
         check_sae_id(msg.sae_id)
         cfg = self.config
-        size = msg.initial_pool_size or cfg.default_pool_size
-        limit = min(max(size, cfg.min_pool_size), cfg.max_pool_size)
+        limit, differs = cfg.pool_size_for(msg.initial_pool_size)
         materials = await self._fetch(msg.sae_id, limit, provision=True)
         now = self.clock.now()
         display = msg.display_name or (msg.user_email or msg.sae_id).split("@")[0]
@@ -231,7 +230,8 @@ class LocalKeyManager(Actor):
         if self._local is not None:
             self._local.add(msg.sae_id)
         return {"success": True, "sae_id": msg.sae_id, "user_email": msg.user_email,
-                "pool_size": limit, "keys_generated": len(materials), "registered_at": now}
+                "pool_size": limit, "keys_generated": len(materials), "registered_at": now,
+                **differs}
 
     async def _add_remote(self, msg: AddRemote) -> None:
         threshold = math.ceil(msg.slice_size * self.config.sync.threshold)

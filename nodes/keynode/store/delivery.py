@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 from nodes.keynode.errors import (
     BadRequest,
@@ -83,7 +83,12 @@ def reservation(owner: str, master: str, slave: str, number: int, size_bits: int
             keys, freed_keys = _reserve_carved(db, owner, master, slave, number, size_bits,
                                                pool_bits, now)
         if len(keys) < number:
-            raise InsufficientKeys(requested_keys=number, size_bits=size_bits)
+            raise InsufficientKeys(
+                f"not enough key material available: {number} keys of {size_bits} bits asked "
+                f"for, {before.available_keys} keys of {pool_bits} bits "
+                f"({before.available_bits} bits) available", requested_keys=number,
+                size_bits=size_bits, available_keys=before.available_keys,
+                available_bits=before.available_bits)
         count(db, owner, -freed_keys, -removed_bits, used_rows)
         db.execute("UPDATE users SET last_activity = ? WHERE sae_id IN (?, ?)",
                    (now, owner, master))
@@ -231,7 +236,7 @@ def _parts(db: sqlite3.Connection, key_ids: Sequence[str]
     return wanted, [part for parts, _ in wanted.values() for part in parts]
 
 
-def _readable(row: tuple, caller: str, named: str, master_home: str | None,
+def _readable(row: tuple[Any, ...], caller: str, named: str, master_home: str | None,
               echo: bool) -> bool:
     _, data, status, slave, master, shipped_to, _ = row
     if slave == caller and ((status == KeyState.DELIVERED and master == named) or (
@@ -242,7 +247,7 @@ def _readable(row: tuple, caller: str, named: str, master_home: str | None,
             and named in (slave, caller))
 
 
-def _copies(rows: Sequence[tuple]) -> dict[str, tuple[str, ...]]:
+def _copies(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[str, ...]]:
     """Where else the keys of ``rows`` are held: shipped ones at the slice they were shipped
     to, a slice's at its owner's home."""
     copies: dict[str, list[str]] = {}
