@@ -2,23 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test serve bench clean
+.PHONY: run test lint lock serve bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python run_scenario.py $(SCENARIO)
 
-test: $(STAMP)
+test: lint $(STAMP)
 	$(BIN)/python -m pytest
+
+# pyflakes and import order everywhere; types strictly in the engine and the nodes
+lint: $(STAMP)
+	$(BIN)/ruff check simulator nodes tests bench run_scenario.py
+	$(BIN)/mypy --strict simulator nodes
+	$(BIN)/mypy run_scenario.py
 
 serve: $(STAMP)
 	$(BIN)/python run_scenario.py --serve
@@ -30,6 +36,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/node_throughput.py
 	$(BIN)/python bench/scaling.py --sizes 10 100 1000
 	$(BIN)/python bench/soak.py
+
+# constraints.txt again, from a fresh venv resolved from pyproject.toml alone
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[test]'
+	{ head -2 constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

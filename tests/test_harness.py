@@ -43,6 +43,7 @@ async def test_the_same_scenario_and_seed_give_byte_identical_outputs(tmp_path: 
     for name in ("metrics.csv", "events.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert first.summary["audit"]["mails_sent"] > 100
+    assert second.summary["totals"] == first.summary["totals"]
     other = await run(parse_scenario(two_users(seed=4)), tmp_path / "three")
     assert (tmp_path / "three" / "events.jsonl").read_bytes() != \
         (tmp_path / "one" / "events.jsonl").read_bytes()

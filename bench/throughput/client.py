@@ -171,7 +171,9 @@ async def drive(target: Target, workload: str, concurrency: int, seconds: float,
     elapsed = window["end"] - window["start"]
     n = len(latencies)
     server_cpu = _cpu_delta(window["server"], window["server_end"], target.pid)
-    per_unit = (lambda s: s / n * 1e6 if n else math.nan)
+
+    def per_unit(s: float) -> float:
+        return s / n * 1e6 if n else math.nan
     client_cpu = window["proc_end"] - window["proc"]
     # everything else the machine did meanwhile (other processes: noise), in % of one core
     foreign = window["busy_end"] - window["busy"] - client_cpu - server_cpu["total"]

@@ -91,7 +91,7 @@ class SyncScheduler:
     _current: SyncOrder | None = None
     _retry_after: dict[str, float] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)
-    _tickets: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _tickets: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- what the LKM observed -------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class SyncScheduler:
         failures = self._failures.get(sae_id)
         if not failures:
             return None
-        return min(self.retry_s * 2 ** (failures - 1), self.retry_max_s)
+        return float(min(self.retry_s * 2 ** (failures - 1), self.retry_max_s))
 
     def forget(self, sae_id: str) -> None:
         """The pool is gone: no retry is owed to it."""

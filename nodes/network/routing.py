@@ -34,8 +34,8 @@ def shortest_path(graph: nx.Graph, src: str, dst: str, bad_edges: Collection[Edg
         filter_node=lambda n: n in (src, dst) or n not in bad_nodes,
         filter_edge=lambda a, b: edge_key(a, b) not in bad_edges)
     try:
-        paths = nx.all_shortest_paths(view, src, dst)
-        return min(paths)
+        path: list[str] = min(nx.all_shortest_paths(view, src, dst))
+        return path
     except nx.NetworkXNoPath:
         return None
 

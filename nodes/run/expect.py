@@ -62,11 +62,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nodes.run.scenario import Expectation
+from simulator import Recorder, format_duration
 
 #: events that come with every request: a run keeps their running totals, not the events
 PER_REQUEST_KINDS = ("delivery", "consumed", "failure", "receive_failure", "replay", "copies",
                      "marked_consumed")
-from simulator import Recorder, format_duration
 
 POOL_KEYS = "pool_keys"
 LINK_BUFFER_BITS = "link_buffer_bits"

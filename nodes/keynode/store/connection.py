@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar, cast
 
 import aiosqlite
 
@@ -127,4 +127,4 @@ def _raw_connection(db: aiosqlite.Connection) -> sqlite3.Connection:
 
 
 async def _on_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    return await db._execute(fn, *args)
+    return cast(T, await db._execute(fn, *args))  # type: ignore[no-untyped-call]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nodes.run.outages import target_kinds_of
-from nodes.run.scenario.schema import Loc, MailTraffic, Outage, SyncOverride, SyncPolicy
+from nodes.run.scenario.base import Loc
+from nodes.run.scenario.schema import MailTraffic, Outage, SyncOverride, SyncPolicy
 from simulator import format_duration
 
 if TYPE_CHECKING:
