@@ -178,7 +178,27 @@ def report_files(scenario: Scenario, recorder: Recorder, out_dir: Path, audit: d
         "expectations": [{"name": r.name, "passed": r.passed, "figure": r.figure}
                          for r in results]})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return RunOutcome(out_dir, summary, results, failures, wall_s, steps, setup_s)
+    outcome = RunOutcome(out_dir, summary, results, failures, wall_s, steps, setup_s)
+    with (out_dir / "summary.txt").open("a", encoding="utf-8") as text:
+        text.write("\n" + "\n".join(verdict_lines(outcome)) + "\n")
+    return outcome
+
+
+def verdict_lines(outcome: RunOutcome) -> list[str]:
+    """The audit line, failures of actors, and each expectation's verdict with its figure."""
+    audit = outcome.summary["audit"]
+    lines = ["mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
+             "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit) if audit
+             else "not audited: the run ended early, or was rebuilt from its files"]
+    for failure in outcome.actor_failures[:MAX_PRINTED_FAILURES]:
+        lines.append(f"FAILURE  {failure}")
+    if len(outcome.actor_failures) > MAX_PRINTED_FAILURES:
+        more = len(outcome.actor_failures) - MAX_PRINTED_FAILURES
+        lines.append(f"... {more} more failures in summary.json (actor_failures)")
+    for result in outcome.results:
+        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[result.passed]
+        lines.append(f"{verdict}  {result.name}: {result.figure}")
+    return lines
 
 
 def format_outcome(outcome: RunOutcome) -> str:
@@ -196,20 +216,7 @@ def format_outcome(outcome: RunOutcome) -> str:
     if outcome.summary.get("exposure"):
         lines += [*format_exposure_table(outcome.summary).rstrip().splitlines()[:MAX_PRINTED_ROWS],
                   ""]
-    audit = outcome.summary["audit"]
-    if audit:
-        lines.append("mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
-                     "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit))
-    else:
-        lines.append("not audited: the run ended early, or was rebuilt from its files")
-    for failure in outcome.actor_failures[:MAX_PRINTED_FAILURES]:
-        lines.append(f"FAILURE  {failure}")
-    if len(outcome.actor_failures) > MAX_PRINTED_FAILURES:
-        more = len(outcome.actor_failures) - MAX_PRINTED_FAILURES
-        lines.append(f"... {more} more failures in summary.json (actor_failures)")
-    for result in outcome.results:
-        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[result.passed]
-        lines.append(f"{verdict}  {result.name}: {result.figure}")
+    lines += verdict_lines(outcome)
     rate = outcome.summary["simulated_s"] / max(outcome.wall_s, 1e-9)
     if outcome.wall_s == 0.0:  # rebuilt from a run's files
         lines.append(f"rebuilt from the files: {outcome.summary['simulated_s']:.0f} s recorded")

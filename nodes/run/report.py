@@ -250,6 +250,10 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
     for node in recorder.nodes_of("failure"):
         nodes.setdefault(node, _empty_row())["failed_sends"] += recorder.count_events("failure",
                                                                                       node)
+    for event in recorder.events_of("relay"):  # every KM a relay crossed, trusted ones too
+        for km in str(event.get("path") or "").split("-"):
+            if km:
+                nodes.setdefault(km, _empty_row())
     syncs = [
         (e.node, str(e.get("reason")), str(e.get("outcome"))) for e in recorder.events_of("sync")
     ]

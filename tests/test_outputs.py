@@ -1,0 +1,55 @@
+"""What a run's output folder says: every node of the network in the summary (the trusted
+middle KM of a relay line too), and summary.txt with the audit and the verdicts, as printed.
+docs/outputs.md explains every file, metric, event kind and column."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.test_harness import ROOT, cli
+
+
+def test_the_summary_lists_the_trusted_km_and_summary_txt_has_the_verdicts(tmp_path) -> None:
+    out = tmp_path / "out"
+    result = cli(str(ROOT / "scenarios/relay_line.yaml"), "--until", "1d", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"KM1", "KM2", "KM3"} <= set(summary["nodes"])  # KM2 only relays, in the middle
+    text = (out / "summary.txt").read_text()
+    assert re.search(r"^KM2 ", text, re.M)
+    assert "mails sent" in text and "key IDs reused 0" in text
+    for expectation in summary["expectations"]:
+        assert f"PASS  {expectation['name']}: {expectation['figure']}" in text
+    assert text.rstrip().splitlines()[-1] in result.stdout
+
+
+def test_outputs_doc_names_every_metric_event_kind_and_summary_column() -> None:
+    doc = (ROOT / "docs/outputs.md").read_text()
+    from nodes.run.expect import PER_REQUEST_KINDS
+    from nodes.run.report import KEY_COLUMNS
+
+    kinds = {"sync", "delivery", "consumed", "relay", "relay_failure", "link_state", "failure",
+             "receive_failure", "outage", "generate", "ship", "replay", "copies",
+             "marked_consumed", *PER_REQUEST_KINDS}
+    for name in (*kinds, "pool_keys", "pool_threshold_keys", "link_buffer_bits", *KEY_COLUMNS,
+                 "failed_sends", "min_pool_keys", "exposure", "state/", "scenario.yaml"):
+        assert f"`{name}`" in doc, name
+    emitted = set()
+    for path in (ROOT / "nodes").rglob("*.py"):
+        emitted |= set(re.findall(r'(?:record|observe)\(\s*"([a-z_]+)"', path.read_text()))
+    assert emitted <= kinds, emitted - kinds  # a new kind must be documented
+    assert "docs/outputs.md" in (ROOT / "README.md").read_text()
+
+
+async def test_every_json_answer_ends_with_a_newline(node) -> None:
+    """curl prints the next prompt on a line of its own: answers and errors end with "\\n"."""
+    await node.register("SAE_ALICE_001")
+    await node.register("SAE_BOB_001")
+    session = node.session("SAE_ALICE_001")
+    for method, path in (("GET", "/health"), ("GET", "/api/v1/keys/SAE_BOB_001/status"),
+                         ("POST", "/api/v1/keys/SAE_BOB_001/enc_keys"),
+                         ("GET", "/api/v1/keys/nobody/status"), ("PUT", "/health")):
+        async with session.request(method, path) as response:
+            text = await response.text()
+            assert text.endswith("}\n") and json.loads(text), (method, path, text)
