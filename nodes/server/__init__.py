@@ -4,7 +4,7 @@ logs, TLS certificates, and serving a node on a real port.
 Its public surface is ``__all__``; other rooms import only these names, from this package.
 """
 
-from nodes.server.api import caller_of, create_app, keys_body
+from nodes.server.api import caller_of, create_app
 from nodes.server.observability import NodeLog, NodeMetrics, caller_for_log
 from nodes.server.pki import (
                               PkiFiles,
@@ -15,6 +15,7 @@ from nodes.server.pki import (
                               server_ssl_context,
                               write_pki,
 )
+from nodes.server.replies import keys_body
 from nodes.server.serve import ServedNode, ServerTimeouts, serve_forever
 
 __all__ = [

@@ -12,11 +12,9 @@ disagrees is refused); without TLS, the ``X-SAE-ID`` header (the seed's mode).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -30,7 +28,6 @@ from nodes.keynode import (
     GetKeysWithIds,
     GetKmStatus,
     GetStatus,
-    Key,
     ListPools,
     MarkConsumed,
     MethodNotAllowed,
@@ -46,6 +43,7 @@ from nodes.keynode import (
 )
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
+from nodes.server.replies import iso, json_reply, keys_body
 from simulator import ActorRef, Clock
 
 log = logging.getLogger("qkdsim.api")
@@ -145,17 +143,6 @@ def extensions(data: dict[str, Any], name: str) -> tuple[tuple[str, object], ...
     return tuple((str(k), v) for item in items for k, v in item.items())
 
 
-def keys_body(keys: list[Key]) -> dict[str, Any]:
-    return {"keys": [{"key_ID": k.key_id, "key": base64.b64encode(k.material).decode("ascii")}
-                     for k in keys]}
-
-
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def _short(value: object, limit: int = 64) -> str:
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -173,7 +160,7 @@ async def status(request: web.Request) -> web.Response:
     view["status_extension"] = pool
     if _seed_shape(request):
         view.update(pool)
-    return web.json_response(view)
+    return json_reply(view)
 
 
 def _seed_shape(request: web.Request) -> bool:
@@ -191,7 +178,7 @@ async def enc_keys_get(request: web.Request) -> web.Response:
     message = GetKeys(caller_of(request), request.match_info["slave"],
                       number=_default(int_query(request, "number"), 1),
                       size_bits=int_query(request, "size"))
-    return web.json_response(keys_body(await ask(request, message)))
+    return json_reply(keys_body(await ask(request, message)))
 
 
 async def enc_keys_post(request: web.Request) -> web.Response:
@@ -202,7 +189,7 @@ async def enc_keys_post(request: web.Request) -> web.Response:
                       additional_slaves=str_list(data, "additional_slave_SAE_IDs", allow_empty=False),
                       extension_mandatory=extensions(data, "extension_mandatory"))
     extensions(data, "extension_optional")  # validated, then ignored (allowed by §6.2)
-    return web.json_response(keys_body(await ask(request, message)))
+    return json_reply(keys_body(await ask(request, message)))
 
 
 async def dec_keys_get(request: web.Request) -> web.Response:
@@ -229,7 +216,7 @@ async def _dec_keys(request: web.Request, ids: list[str]) -> web.Response:
     keys = await ask(request, message)
     # QuMail's profile: the other node's copies are erased before the client has its keys
     await asyncio.gather(*getattr(keys, "notices", ()), return_exceptions=True)
-    return web.json_response(keys_body(keys))
+    return json_reply(keys_body(keys))
 
 
 # -- the seed's routes and QuMail's extras ---------------------------------------------------------
@@ -244,30 +231,30 @@ async def register(request: web.Request) -> web.Response:
         raise BadRequest("display_name must be a string", display_name=_short(display))
     message = Register(sae_id, email, display, int_field(data, "initial_pool_size"))
     reply = await ask(request, message)
-    return web.json_response(_with_iso(request, reply, "registered_at"), status=201)
+    return json_reply(_with_iso(request, reply, "registered_at"), status=201)
 
 
 async def refill(request: web.Request) -> web.Response:
     data = await json_object(request, allow_empty=True)
     message = Refill(request.match_info["sae"], int_field(data, "keys_to_add"))
-    return web.json_response(await ask(request, message))
+    return json_reply(await ask(request, message))
 
 
 async def delete_user(request: web.Request) -> web.Response:
-    return web.json_response(await ask(request, DeleteUser(request.match_info["sae"])))
+    return json_reply(await ask(request, DeleteUser(request.match_info["sae"])))
 
 
 async def pools(request: web.Request) -> web.Response:
     reply = await ask(request, ListPools())
     reply["pools"] = [_with_iso(request, p, "last_sync", "next_sync") for p in reply["pools"]]
-    return web.json_response(reply)
+    return json_reply(reply)
 
 
 async def km_status(request: web.Request) -> web.Response:
     reply = await ask(request, GetKmStatus())
     reply["pools"]["pools"] = [_with_iso(request, p, "last_sync", "next_sync")
                                for p in reply["pools"]["pools"]]
-    return web.json_response(_with_iso(request, reply, "last_sync", "next_sync"))
+    return json_reply(_with_iso(request, reply, "last_sync", "next_sync"))
 
 
 async def km_sync(request: web.Request) -> web.Response:
@@ -275,7 +262,7 @@ async def km_sync(request: web.Request) -> web.Response:
     timestamp_s = request.app[CLOCK].now()
     results = await ask(request, Sync("manual", str_list(data, "users"), wait=True))
     view = sync_view("manual", timestamp_s, results)
-    return web.json_response(_with_iso(request, view, "timestamp"))
+    return json_reply(_with_iso(request, view, "timestamp"))
 
 
 async def mark_consumed(request: web.Request) -> web.Response:
@@ -283,12 +270,12 @@ async def mark_consumed(request: web.Request) -> web.Response:
     key_id = data.get("key_id", data.get("key_ID"))
     if not isinstance(key_id, str) or not key_id:
         raise BadRequest("key_id is required")
-    return web.json_response(await ask(request, MarkConsumed(caller_of(request), key_id)))
+    return json_reply(await ask(request, MarkConsumed(caller_of(request), key_id)))
 
 
 async def health(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
-    return web.json_response({"status": "healthy", "kme_id": cfg.kme_id,
+    return json_reply({"status": "healthy", "kme_id": cfg.kme_id,
                               "local_km_id": cfg.local_km_id, "user_pool_enabled": True})
 
 
@@ -303,7 +290,7 @@ async def kme_status(request: web.Request) -> web.Response:
     node-wide ETSI status fields come with it (the keys available in all its pools)."""
     cfg = request.app[CONFIG]
     reply = await ask(request, ListPools())
-    return web.json_response({
+    return json_reply({
         "KME_ID": cfg.kme_id, "local_km_id": cfg.local_km_id, "status": "ok",
         "users": reply["summary"]["total_users"], "source_KME_ID": cfg.kme_id,
         "key_size": cfg.key_size_bits, "stored_key_count": reply["summary"]["total_available"],
@@ -375,7 +362,7 @@ def _error_response(request: web.Request, error: QKDError) -> web.Response:
     match_info = request.match_info
     if getattr(match_info, "handler", None) in SEED_HANDLERS:
         body = {"success": False, "error": error.message, **body}
-    return web.json_response(body, status=error.status)
+    return json_reply(body, status=error.status)
 
 
 def _with_iso(request: web.Request, view: dict[str, Any], *names: str) -> dict[str, Any]:
