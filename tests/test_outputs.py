@@ -53,3 +53,16 @@ async def test_every_json_answer_ends_with_a_newline(node) -> None:
         async with session.request(method, path) as response:
             text = await response.text()
             assert text.endswith("}\n") and json.loads(text), (method, path, text)
+
+
+def test_the_shipped_replay_example_runs_and_says_how_faithful_it_was(tmp_path) -> None:
+    """scenarios/replay_session.yaml replays a recorded session (its trace path resolved from
+    the scenario's folder); the run prints and keeps its fidelity."""
+    out = tmp_path / "out"
+    result = cli(str(ROOT / "scenarios/replay_session.yaml"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    line = "replay: 9 requests replayed, 9 got the recorded status, 0 a different one"
+    assert line in result.stdout and line in (out / "summary.txt").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replay"] == {"requests": 9, "same_status": 9, "different_status": 0}
+    assert summary["totals"]["keys_delivered"] == 7 == summary["totals"]["keys_consumed"] + 1

@@ -185,9 +185,14 @@ def report_files(scenario: Scenario, recorder: Recorder, out_dir: Path, audit: d
 
 
 def verdict_lines(outcome: RunOutcome) -> list[str]:
-    """The audit line, failures of actors, and each expectation's verdict with its figure."""
+    """A replay's fidelity, the audit line, failures of actors, and each expectation's verdict
+    with its figure."""
     audit = outcome.summary["audit"]
-    lines = ["mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
+    lines: list[str] = []
+    if replay := outcome.summary.get("replay"):
+        lines.append("replay: {requests} requests replayed, {same_status} got the recorded "
+                     "status, {different_status} a different one".format(**replay))
+    lines += ["mails sent {mails_sent}, read and matched {mails_received}, key IDs reused "
              "{reused_key_ids}, keys mismatched {mismatched_keys}".format(**audit) if audit
              else "not audited: the run ended early, or was rebuilt from its files"]
     for failure in outcome.actor_failures[:MAX_PRINTED_FAILURES]:

@@ -268,8 +268,13 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
         "failed_sends": sum(row["failed_sends"] for row in nodes.values()),
         "syncs": merge_counts((reason, outcome) for _, reason, outcome in syncs),
     }
+    replayed = {}
+    if requests := recorder.count_events("replay"):  # how faithful a replay was
+        differs = int(recorder.sum_event_data("replay", "differs"))
+        replayed = {"replay": {"requests": requests, "same_status": requests - differs,
+                               "different_status": differs}}
     return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals,
-            "exposure": exposure(recorder)}
+            "exposure": exposure(recorder), **replayed}
 
 
 def exposure(recorder: Recorder) -> dict[str, dict[str, dict[str, int]]]:

@@ -147,4 +147,5 @@ class Replayer(Actor):
             await response.read()
             status = response.status
         self.record("replay", entry.lkm, index=message.index, method=entry.method,
-                    path=entry.path.split("?")[0], status=status, recorded_status=entry.status)
+                    path=entry.path.split("?")[0], status=status, recorded_status=entry.status,
+                    differs=int(status != entry.status))
