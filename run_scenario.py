@@ -27,7 +27,9 @@ EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE = 0, 1, 2
 
 
 def pki_main(argv: list[str]) -> int:
-    from nodes.server import curl_example, write_pki
+    import shlex
+
+    from nodes.server import curl_example, register_example, write_pki
 
     parser = argparse.ArgumentParser(prog="run_scenario.py pki",
                                      description="Write a CA, node and SAE certificates.")
@@ -41,12 +43,21 @@ def pki_main(argv: list[str]) -> int:
     files = write_pki(args.out, nodes, args.sae, tuple(args.host or ("localhost", "127.0.0.1")))
     node_cert, node_key = files.nodes[nodes[0]]
     print(f"wrote CA, {len(files.nodes)} node and {len(files.saes)} SAE certificates to {args.out}")
-    print("serve a node with mutual TLS:")
-    print(f"  USE_HTTPS=true CA_FILE={files.ca_cert} KME_CERT={node_cert} KME_KEY={node_key} "
-          f"PORT={args.port} python run_scenario.py --serve")
+    url = f"https://127.0.0.1:{args.port}"
+    db = (args.out / f"{nodes[0]}.db").absolute()
+    print("serve a node with mutual TLS (a fresh database each time):")
+    print(f"  rm -f {shlex.quote(str(db))}*; USE_HTTPS=true "
+          f"CA_FILE={shlex.quote(str(files.ca_cert.absolute()))} "
+          f"KME_CERT={shlex.quote(str(node_cert.absolute()))} "
+          f"KME_KEY={shlex.quote(str(node_key.absolute()))} PORT={args.port} "
+          f"USER_KEY_POOL_DB={shlex.quote(str(db))} {shlex.quote(sys.executable)} "
+          f"{shlex.quote(str(Path(__file__).resolve()))} --serve")
+    print("then, in another terminal, each SAE registers itself with its own certificate:")
+    for sae in args.sae:
+        print("  " + register_example(files, sae, url))
     slave = args.sae[1] if len(args.sae) > 1 else args.sae[0]
-    print("then, as the first SAE:")
-    print("  " + curl_example(files, args.sae[0], slave, f"https://127.0.0.1:{args.port}"))
+    print("and the first SAE reads its key status towards the second:")
+    print("  " + curl_example(files, args.sae[0], slave, url))
     return EXIT_OK
 
 

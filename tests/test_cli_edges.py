@@ -3,7 +3,13 @@ outage, help texts, unknown commands and tabs in YAML, and a served run's own fo
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.test_harness import ROOT, cli, two_users, write
 
@@ -100,3 +106,41 @@ def test_a_served_run_keeps_its_own_results_folder(tmp_path: Path) -> None:
     assert process.returncode == 0, out
     assert (virtual / "summary.json").read_text() == "{}"
     assert (tmp_path / "results" / "qumail_pair-served" / "summary.json").is_file()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_pki_prints_commands_that_run_as_printed(tmp_path: Path) -> None:
+    """The server command (the venv's Python, a fresh database) and the curl calls, the
+    registrations first, run in a shell exactly as printed."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_serve import free_port
+
+    port = free_port()
+    result = cli("pki", "--out", str(tmp_path / "pki"), "--sae", "SAE_ALICE_001", "--sae",
+                 "SAE_BOB_001", "--port", str(port))
+    assert result.returncode == 0, result.stderr
+    commands = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
+    serve, *calls = commands
+    assert len(calls) == 3 and sys.executable in serve
+    server = subprocess.Popen(["bash", "-c", f"exec bash -c {shlex.quote(serve)}"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        for _ in range(600):
+            if server.poll() is not None:
+                break
+            probe = subprocess.run(["bash", "-c", calls[2]], capture_output=True, text=True)
+            if probe.stdout.startswith("{"):
+                break
+            time.sleep(0.05)
+        answers = [json.loads(subprocess.run(["bash", "-c", call], capture_output=True,
+                                             text=True, timeout=30).stdout) for call in calls]
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        out, _ = server.communicate(timeout=60)
+    assert [a.get("keys_generated") for a in answers[:2]] == [100, 100], (answers, out)
+    assert answers[2]["stored_key_count"] == 100 and answers[2]["master_SAE_ID"] == "SAE_ALICE_001"

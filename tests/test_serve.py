@@ -166,3 +166,40 @@ def test_the_pki_command_prints_a_curl_command_that_works_over_mutual_tls(serve,
     assert status["slave_SAE_ID"] == "SAE_BOB_001"
     assert status["stored_key_count"] == 1000
     assert server.stop()[0] == 0
+
+
+@needs_curl
+def test_the_readme_session_gives_the_same_answers_when_repeated(tmp_path: Path) -> None:
+    """The README's server command starts from a fresh database, so the curl session, run a
+    second time after it, answers as the first time (key IDs included)."""
+    text = (ROOT / "README.md").read_text()
+    command = next(line for line in text.splitlines()
+                   if line.startswith("rm -f /tmp/qkdsim-demo.db*;"))
+    port, db = free_port(), tmp_path / "demo.db"
+    command = (command.replace("/tmp/qkdsim-demo.db", str(db))
+               .replace("PORT=8010", f"PORT={port}")
+               .replace(".venv/bin/python", shlex.quote(sys.executable)))
+    answers = []
+    for _ in range(2):
+        server = subprocess.Popen(["bash", "-c", command], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:
+                if "serving" in line:
+                    break
+            answers.append([run_curl(c) for c in readme_curl_session(port)])
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.communicate(timeout=30)
+    def gist(session: list[dict]) -> tuple:
+        health, alice, bob, status, enc, dec, dec_again, pools = session
+        ids = [[k["key_ID"] for k in reply["keys"]] for reply in (enc, dec)]
+        return (health["status"], alice["keys_generated"], bob["keys_generated"],
+                status["stored_key_count"], ids, dec_again["message"],
+                sorted((p["sae_id"], p["available_keys"]) for p in pools["pools"]))
+
+    first, second = answers
+    assert gist(first) == gist(second)
+    assert gist(first)[4][0] == ["qk_SAE_BOB_001_000001", "qk_SAE_BOB_001_000002"]
+    assert first[4]["keys"] != second[4]["keys"]  # fresh key material each time

@@ -11,6 +11,7 @@ from nodes.server.pki import (
                               client_ssl_context,
                               common_name_from_der,
                               curl_example,
+                              register_example,
                               safe_file_stem,
                               server_ssl_context,
                               write_pki,
@@ -21,5 +22,5 @@ from nodes.server.serve import ServedNode, ServerTimeouts, serve_forever
 __all__ = [
     "NodeLog", "NodeMetrics", "PkiFiles", "ServedNode", "ServerTimeouts", "caller_for_log",
     "caller_of", "client_ssl_context", "common_name_from_der", "create_app", "curl_example",
-    "keys_body", "safe_file_stem", "serve_forever", "server_ssl_context", "write_pki",
+    "keys_body", "register_example", "safe_file_stem", "serve_forever", "server_ssl_context", "write_pki",
 ]

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -334,6 +335,19 @@ def common_name_from_der(der: bytes | None) -> str | None:
         return None
     value = attributes[0].value
     return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
+def register_example(files: PkiFiles, sae_id: str, base_url: str = "https://127.0.0.1:8010",
+                     pool_size: int = 100) -> str:
+    """A ready-to-paste curl command: ``sae_id`` registers itself, with its own certificate
+    (under mutual TLS an SAE may register itself)."""
+    cert, key = (path.absolute() for path in files.saes[sae_id])
+    body = json.dumps({"sae_id": sae_id, "user_email": f"{safe_file_stem(sae_id).lower()}"
+                       "@example.com", "initial_pool_size": pool_size})
+    parts = ["curl", "-sS", "--cacert", files.ca_cert.absolute(), "--cert", cert, "--key", key,
+             "-X", "POST", f"{base_url.rstrip('/')}/api/v1/keys/register", "-H",
+             "Content-Type: application/json", "-d", body]
+    return " ".join(shlex.quote(str(part)) for part in parts)
 
 
 def curl_example(
