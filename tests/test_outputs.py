@@ -4,8 +4,13 @@ docs/outputs.md explains every file, metric, event kind and column."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+import subprocess
+
+import pytest
 
 from tests.test_harness import ROOT, cli
 
@@ -66,3 +71,40 @@ def test_the_shipped_replay_example_runs_and_says_how_faithful_it_was(tmp_path) 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replay"] == {"requests": 9, "same_status": 9, "different_status": 0}
     assert summary["totals"]["keys_delivered"] == 7 == summary["totals"]["keys_consumed"] + 1
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_each_run_writes_a_self_contained_report_page(tmp_path) -> None:
+    out = tmp_path / "out"
+    result = cli(str(ROOT / "scenarios/relay_line.yaml"), "--until", "1d", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert len(plots) == 3 and page.count('src="data:image/png;base64,') == len(plots)
+    summary = json.loads((out / "summary.json").read_text())
+    for expectation in summary["expectations"]:
+        assert html.escape(expectation["figure"]) in page
+    assert "relay_line: every expectation held" in page
+    assert html.escape((out / "scenario.yaml").read_text()) in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_report_page_renders_offline_in_a_real_browser(tmp_path) -> None:
+    out = tmp_path / "out"
+    run = cli(str(ROOT / "scenarios/two_sites.yaml"), "--until", "6h", "--out", str(out))
+    assert run.returncode in (0, 1), run.stderr  # cut short, an expectation may fail: shown
+    assert CHROMIUM is not None
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "report.html").as_uri()
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True,
+                         text=True, timeout=120)
+    assert "two_sites: " in dom.stdout and dom.stdout.count("<img") == 3, dom.stderr[-2000:]
+    shot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000  # a rendered page, plots included, not a blank one

@@ -24,6 +24,7 @@ from nodes.run.expect import (
     not_audited,
     not_evaluated,
 )
+from nodes.run.htmlreport import write_html
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario, write_scenario
@@ -179,8 +180,10 @@ def report_files(scenario: Scenario, recorder: Recorder, out_dir: Path, audit: d
                          for r in results]})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome = RunOutcome(out_dir, summary, results, failures, wall_s, steps, setup_s)
+    lines = verdict_lines(outcome)
     with (out_dir / "summary.txt").open("a", encoding="utf-8") as text:
-        text.write("\n" + "\n".join(verdict_lines(outcome)) + "\n")
+        text.write("\n" + "\n".join(lines) + "\n")
+    write_html(out_dir, summary, lines)
     return outcome
 
 
