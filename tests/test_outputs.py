@@ -4,6 +4,7 @@ docs/outputs.md explains every file, metric, event kind and column."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -108,3 +109,26 @@ def test_the_report_page_renders_offline_in_a_real_browser(tmp_path) -> None:
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page, plots included, not a blank one
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[int, dict, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await reader.read(65536)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body), data
+
+
+async def test_requests_aiohttp_refuses_get_etsi_error_bodies_without_an_echo(node) -> None:
+    """Refused before the application (an over-long request line or header, a malformed
+    line): an ETSI Error body, 414 / 431 / 400, and nothing of the request quoted back."""
+    port = node.served.port
+    cases = ((b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+             (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n", 431),
+             (b"NOT-HTTP \x01\x02\r\n\r\n", 400))
+    for request, expected in cases:
+        status, body, raw = await raw_exchange(port, request)
+        assert status == expected and body["message"] and body["details"], raw[:300]
+        assert b"aaaa" not in raw and b"bbbb" not in raw and b"NOT-HTTP" not in raw

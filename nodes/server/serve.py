@@ -32,6 +32,7 @@ from nodes.keynode import (
 from nodes.server.api import create_app
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
+from nodes.server.protocol import JsonErrorRunner
 from simulator import ActorRef, ActorSystem, Clock, WallClock
 
 
@@ -75,7 +76,7 @@ class ServedNode:
         install(app, self.ref, self.metrics)
         for hook in self.app_hooks:  # e.g. the request recorder of `--record`
             hook(app)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0,
+        self.runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=10.0,
                                     keepalive_timeout=self.timeouts.idle_s,
                                     lingering_time=self.timeouts.linger_s)
         await self.runner.setup()
