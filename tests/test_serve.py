@@ -160,7 +160,8 @@ def test_the_pki_command_prints_a_curl_command_that_works_over_mutual_tls(serve,
         run_curl(f"curl -s -X POST --cacert {env['CA_FILE']} --cert {tmp_path}/pki/{sae}.crt "
                  f"--key {tmp_path}/pki/{sae}.key https://127.0.0.1:{port}/api/v1/keys/register "
                  f"-d '{{\"sae_id\": \"{sae}\", \"user_email\": \"{sae}@example.com\"}}'")
-    curl = next(line.strip() for line in pki.stdout.splitlines() if line.strip().startswith("curl"))
+    curl = next(line.strip() for line in pki.stdout.splitlines()
+                if line.strip().startswith("curl") and line.strip().endswith("/status"))
     status = run_curl(curl)
     assert status["master_SAE_ID"] == "SAE_ALICE_001"
     assert status["slave_SAE_ID"] == "SAE_BOB_001"
