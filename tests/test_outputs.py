@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from simulator import Recorder
 from tests.test_harness import ROOT, cli
 
 
@@ -132,3 +133,46 @@ async def test_requests_aiohttp_refuses_get_etsi_error_bodies_without_an_echo(no
         status, body, raw = await raw_exchange(port, request)
         assert status == expected and body["message"] and body["details"], raw[:300]
         assert b"aaaa" not in raw and b"bbbb" not in raw and b"NOT-HTTP" not in raw
+
+
+def recorder_with_pools(pools: int) -> Recorder:
+    recorder = Recorder()
+    for i in range(pools):
+        pool = f"LKM_{i % 3}/SAE_{i:03d}"
+        for hour in range(6):
+            recorder.sample(hour * 3600.0, pool, "pool_keys", 1000 - 37 * hour * (i % 5))
+    recorder.event(3600.0, "sync", "LKM_0", pool="LKM_0/SAE_000", reason="threshold",
+                   outcome="ok")
+    recorder.event(7200.0, "sync", "LKM_1", pool="LKM_1/SAE_001", reason="emergency",
+                   outcome="unreachable")
+    return recorder
+
+
+def test_sync_markers_stand_apart_from_the_pools_colours_and_failures_on_top() -> None:
+    from matplotlib.colors import to_hex
+
+    from nodes.run.report import plot_pool_levels
+
+    figure = plot_pool_levels(recorder_with_pools(4), "t", [])
+    ax = figure.axes[0]
+    pool_colours = {to_hex(line.get_color()) for line in ax.lines if line.get_marker() == "None"}
+    markers = [line for line in ax.lines if line.get_marker() not in ("None", None, "")]
+    assert {to_hex(line.get_markeredgecolor()) for line in markers} == {"#000000", "#ff0000"}
+    assert not pool_colours & {"#000000", "#ff0000"}
+    failed = next(line for line in markers if to_hex(line.get_markeredgecolor()) == "#ff0000")
+    assert failed.get_zorder() > max(line.get_zorder() for line in ax.lines if line is not failed)
+    assert "slice" in figure._supxlabel.get_text()  # pools at several LKMs: the caption
+
+
+def test_many_pools_get_an_overview_and_plots_are_fit_for_a_paper(tmp_path) -> None:
+    from matplotlib.image import imread
+
+    from nodes.run.report import write_report
+
+    write_report(recorder_with_pools(30), "many", tmp_path)
+    overview = tmp_path / "plots" / "pools_overview.png"
+    assert overview.is_file()
+    height, width = imread(tmp_path / "plots" / "pool_levels.png").shape[:2]
+    assert (width, height) == (11 * 150, int(5.5 * 150))  # 150 dpi
+    write_report(recorder_with_pools(5), "few", tmp_path / "few")
+    assert not (tmp_path / "few" / "plots" / "pools_overview.png").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from simulator import Recorder, merge_counts  # noqa: E402
 OutageWindow = tuple[float, float, str]
 
 FIGSIZE_IN = (11.0, 5.5)
-DPI = 100
+DPI = 150  # fit for a paper
 HOUR_S = 3600.0
 SYNC_STYLE = {  # reason -> (colour, marker)
     "scheduled": ("tab:blue", "o"),
@@ -41,6 +42,11 @@ SYNC_STYLE = {  # reason -> (colour, marker)
 }
 OTHER_SYNC_STYLE = ("tab:gray", "D")
 MAX_POOL_LEGEND = 12
+SLICE_CAPTION = (
+    "LKM/SAE is that SAE's pool at that LKM: at the SAE's home LKM its home pool, elsewhere a "
+    "slice, keys reserved from the home pool and relayed ahead so that senders there are served "
+    "while the network is down. A slice starts at its slice size, filled over the link at "
+    "start-up, and is topped up by syncs like any pool.")
 MAX_POOL_LINES = 40  # beyond this, the lowest and median of all pools (see _draw_envelope)
 
 
@@ -70,6 +76,11 @@ def write_report(
         if links is not None:
             paths.append(out / "plots" / "links.png")
             _save(linkplots.plot_links(recorder, links, scenario_name, windows), paths[-1])
+        if len(recorder.nodes_with("pool_keys")) > MAX_POOL_LEGEND:
+            from nodes.run.poolplots import plot_pools_overview
+
+            paths.append(out / "plots" / "pools_overview.png")
+            _save(plot_pools_overview(recorder, scenario_name, windows), paths[-1])
     text = format_summary_table(summary) + "\n" + format_exposure_table(summary)
     if links is not None:
         summary["links"] = links
@@ -136,6 +147,9 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
         pool_handles.append(more)
     if pool_handles or handles:
         ax.legend(handles=pool_handles + handles, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if len({pool.split("/", 1)[0] for pool in pools}) > 1:  # pools at several LKMs: slices
+        figure.supxlabel(textwrap.fill(SLICE_CAPTION, 160), fontsize=7.5, color="dimgray",
+                         ha="left", x=0.01)
     return figure
 
 
@@ -170,12 +184,15 @@ def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:
         xs.append(event.t_s / HOUR_S)
         ys.append(_level_at(*levels[pool], event.t_s))
     seen = {reason: SYNC_STYLE.get(reason, OTHER_SYNC_STYLE) for reason, _ in groups}
-    for (reason, ok), (xs, ys) in groups.items():
-        colour, marker = seen[reason]
-        ax.plot(xs, ys, ls="none", marker=marker, ms=7, mec=colour, mfc=colour if ok else "none")
-    handles = [_marker_handle(f"{r} sync", *seen[r]) for r in _sync_order(seen)]
+    # the pools' lines take the colour cycle, so a sync is told by its shape, in black; one
+    # that did not complete is red, drawn over everything else so nothing hides it
+    for (reason, ok), (xs, ys) in sorted(groups.items(), key=lambda item: not item[0][1]):
+        marker = seen[reason][1]
+        ax.plot(xs, ys, ls="none", marker=marker, ms=6, mec="black" if ok else "red",
+                mfc="black" if ok else "none", mew=1.0 if ok else 1.6, zorder=4 if ok else 6)
+    handles = [_marker_handle(f"{r} sync", "black", seen[r][1]) for r in _sync_order(seen)]
     if any(not ok for _, ok in groups):
-        handles.append(_marker_handle("sync not completed", "black", "o", face="none"))
+        handles.append(_marker_handle("sync not completed", "red", "o", face="none"))
     return handles
 
 

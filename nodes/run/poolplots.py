@@ -1,0 +1,102 @@
+"""``plots/pools_overview.png``: many pools at a glance, where one line per pool is a wall.
+
+Drawn when a run has more pools than the pool-level plot names in its legend. Three panels on
+one time axis (hours):
+
+* the fill of every pool, in % of the highest level it reached, as percentile bands across
+  pools (5-95 and 25-75) around the median;
+* a heatmap of the mean fill per LKM (rows) over time;
+* syncs per hour, stacked by reason, with the ones that did not complete (outcome other than
+  ok) on top in black.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from nodes.run.report import DPI, HOUR_S, SYNC_STYLE, shade_outages
+from simulator import Recorder
+
+OVERVIEW_SIZE_IN = (11.0, 9.0)
+
+
+def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> Figure:
+    figure = Figure(figsize=OVERVIEW_SIZE_IN, dpi=DPI, layout="constrained")
+    bands, heat, syncs = figure.subplots(3, 1, sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 3, 2]})
+    pools = recorder.nodes_with("pool_keys")
+    fills: dict[str, list[tuple[float, float]]] = {}
+    for pool in pools:
+        series = recorder.series(pool, "pool_keys")
+        top = max((v for _, v in series), default=0.0) or 1.0
+        fills[pool] = [(t, 100.0 * v / top) for t, v in series]
+    at: dict[float, list[float]] = {}
+    for series in fills.values():
+        for t_s, fill in series:
+            at.setdefault(t_s, []).append(fill)
+    times = sorted(at)
+    hours = [t / HOUR_S for t in times]
+    qs = [statistics.quantiles(at[t], n=20, method="inclusive") if len(at[t]) > 1
+          else [at[t][0]] * 19 for t in times]
+    bands.fill_between(hours, [q[0] for q in qs], [q[18] for q in qs], step="post",
+                       color="tab:blue", alpha=0.2, lw=0, label="5-95 % of pools")
+    bands.fill_between(hours, [q[4] for q in qs], [q[14] for q in qs], step="post",
+                       color="tab:blue", alpha=0.4, lw=0, label="25-75 % of pools")
+    bands.plot(hours, [statistics.median(at[t]) for t in times], c="tab:blue", lw=1.4,
+               drawstyle="steps-post", label="median pool")
+    bands.plot(hours, [min(at[t]) for t in times], c="black", lw=1, ls="--",
+               drawstyle="steps-post", label="lowest pool")
+    bands.set_ylim(0, 105)
+    bands.set_ylabel("pool fill (% of its highest)")
+    bands.set_title(f"{title}: {len(pools)} pools at a glance")
+    bands.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    shade_outages(bands, windows)
+    bands.grid(alpha=0.3)
+
+    lkms = sorted({pool.split("/", 1)[0] for pool in pools})
+    index = {t: i for i, t in enumerate(times)}
+    grid = [[0.0] * len(times) for _ in lkms]
+    counts = [[0] * len(times) for _ in lkms]
+    for pool, series in fills.items():
+        row = lkms.index(pool.split("/", 1)[0])
+        for t_s, fill in series:
+            grid[row][index[t_s]] += fill
+            counts[row][index[t_s]] += 1
+    mean = [[g / c if c else float("nan") for g, c in zip(grow, crow)]
+            for grow, crow in zip(grid, counts)]
+    end_h = (times[-1] / HOUR_S) if times else 1.0
+    image = heat.imshow(mean, aspect="auto", interpolation="nearest", cmap="viridis",
+                        vmin=0, vmax=100, extent=(0, max(end_h, 1e-9), len(lkms), 0))
+    heat.set_yticks([i + 0.5 for i in range(len(lkms))] if len(lkms) <= 30 else [])
+    heat.set_yticklabels(lkms if len(lkms) <= 30 else [])
+    heat.set_ylabel(f"LKM ({len(lkms)})")
+    figure.colorbar(image, ax=heat, label="mean fill (%)")
+
+    hours_n = int(recorder.last_t_s() // HOUR_S) + 1
+    bottom = [0.0] * hours_n
+    for reason, (colour, _) in SYNC_STYLE.items():
+        ok = [0.0] * hours_n
+        for event in recorder.events_of("sync"):
+            if event.get("reason") == reason and event.get("outcome") == "ok":
+                ok[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
+        if any(ok):
+            syncs.bar(range(hours_n), ok, bottom=bottom, width=1.0, align="edge",
+                      color=colour, label=f"{reason} ok")
+            bottom = [b + o for b, o in zip(bottom, ok)]
+    failed = [0.0] * hours_n
+    for event in recorder.events_of("sync"):
+        if event.get("outcome") != "ok":
+            failed[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
+    if any(failed):
+        syncs.bar(range(hours_n), failed, bottom=bottom, width=1.0, align="edge",
+                  color="black", label="not completed")
+    syncs.set_ylabel("syncs / h")
+    syncs.set_xlabel("simulated time (h)")
+    syncs.set_xlim(0, max(end_h, hours_n))
+    if syncs.get_legend_handles_labels()[0]:
+        syncs.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    syncs.grid(alpha=0.3)
+    return figure
