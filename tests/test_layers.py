@@ -18,7 +18,7 @@ CODE = sorted([*ROOT.glob("simulator/**/*.py"), *ROOT.glob("nodes/**/*.py"),
 LIBRARIES = {
     "sqlite3": ("nodes/keynode/store/",),
     "aiosqlite": ("nodes/keynode/store/",),
-    "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py"),
+    "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py", "nodes/run/poolplots.py"),
     "aiohttp": ("nodes/server/", "nodes/traffic/", "nodes/run/builder.py"),
     "networkx": ("nodes/network/",),
 }
