@@ -176,3 +176,16 @@ def test_many_pools_get_an_overview_and_plots_are_fit_for_a_paper(tmp_path) -> N
     assert (width, height) == (11 * 150, int(5.5 * 150))  # 150 dpi
     write_report(recorder_with_pools(5), "few", tmp_path / "few")
     assert not (tmp_path / "few" / "plots" / "pools_overview.png").exists()
+
+
+def test_the_overview_bands_come_from_an_even_sample_of_very_many_pools(monkeypatch) -> None:
+    """A network of a hundred thousand pools must not hold a float per reading for the bands;
+    the heatmap and the lowest line still see every pool."""
+    from nodes.run import poolplots
+
+    monkeypatch.setattr(poolplots, "MAX_BAND_POOLS", 7)
+    figure = poolplots.plot_pools_overview(recorder_with_pools(30), "t", [])
+    bands = figure.axes[0]
+    assert bands.get_title().endswith("(bands from every 5th)")
+    lowest = next(line for line in bands.lines if line.get_label() == "lowest of all pools")
+    assert min(lowest.get_ydata()) < 100  # pools outside the sample still count

@@ -12,6 +12,7 @@ one time axis (hours):
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -21,6 +22,7 @@ from nodes.run.report import DPI, HOUR_S, SYNC_STYLE, shade_outages
 from simulator import Recorder
 
 OVERVIEW_SIZE_IN = (11.0, 9.0)
+MAX_BAND_POOLS = 2000
 
 
 def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> Figure:
@@ -28,45 +30,53 @@ def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> F
     bands, heat, syncs = figure.subplots(3, 1, sharex=True,
                                          gridspec_kw={"height_ratios": [3, 3, 2]})
     pools = recorder.nodes_with("pool_keys")
-    fills: dict[str, list[tuple[float, float]]] = {}
+    lkms = sorted({pool.split("/", 1)[0] for pool in pools})
+    row_of = {lkm: i for i, lkm in enumerate(lkms)}
+    times = sorted({t for pool in pools for t, _ in recorder.series(pool, "pool_keys")})
+    index = {t: i for i, t in enumerate(times)}
+    # the bands come from an even sample of the pools (every one up to MAX_BAND_POOLS), so a
+    # network of a hundred thousand pools does not hold a float object per reading; the
+    # heatmap adds every pool up as it goes
+    step = max(1, math.ceil(len(pools) / MAX_BAND_POOLS))
+    banded = set(pools[::step])
+    at: dict[float, list[float]] = {t: [] for t in times}
+    sums = [[0.0] * len(times) for _ in lkms]
+    counts = [[0] * len(times) for _ in lkms]
+    lowest = [math.inf] * len(times)
     for pool in pools:
         series = recorder.series(pool, "pool_keys")
         top = max((v for _, v in series), default=0.0) or 1.0
-        fills[pool] = [(t, 100.0 * v / top) for t, v in series]
-    at: dict[float, list[float]] = {}
-    for series in fills.values():
-        for t_s, fill in series:
-            at.setdefault(t_s, []).append(fill)
-    times = sorted(at)
-    hours = [t / HOUR_S for t in times]
+        row = row_of[pool.split("/", 1)[0]]
+        for t_s, value in series:
+            fill = 100.0 * value / top
+            column = index[t_s]
+            sums[row][column] += fill
+            counts[row][column] += 1
+            lowest[column] = min(lowest[column], fill)
+            if pool in banded:
+                at[t_s].append(fill)
+    band_times = [t for t in times if at[t]]
+    hours = [t / HOUR_S for t in band_times]
     qs = [statistics.quantiles(at[t], n=20, method="inclusive") if len(at[t]) > 1
-          else [at[t][0]] * 19 for t in times]
+          else [at[t][0]] * 19 for t in band_times]
     bands.fill_between(hours, [q[0] for q in qs], [q[18] for q in qs], step="post",
                        color="tab:blue", alpha=0.2, lw=0, label="5-95 % of pools")
     bands.fill_between(hours, [q[4] for q in qs], [q[14] for q in qs], step="post",
                        color="tab:blue", alpha=0.4, lw=0, label="25-75 % of pools")
-    bands.plot(hours, [statistics.median(at[t]) for t in times], c="tab:blue", lw=1.4,
+    bands.plot(hours, [statistics.median(at[t]) for t in band_times], c="tab:blue", lw=1.4,
                drawstyle="steps-post", label="median pool")
-    bands.plot(hours, [min(at[t]) for t in times], c="black", lw=1, ls="--",
-               drawstyle="steps-post", label="lowest pool")
+    bands.plot([t / HOUR_S for t in times], lowest, c="black", lw=1, ls="--",
+               drawstyle="steps-post", label="lowest of all pools")
     bands.set_ylim(0, 105)
     bands.set_ylabel("pool fill (% of its highest)")
-    bands.set_title(f"{title}: {len(pools)} pools at a glance")
+    sampled = f" (bands from every {step}th)" if step > 1 else ""
+    bands.set_title(f"{title}: {len(pools)} pools at a glance{sampled}")
     bands.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     shade_outages(bands, windows)
     bands.grid(alpha=0.3)
 
-    lkms = sorted({pool.split("/", 1)[0] for pool in pools})
-    index = {t: i for i, t in enumerate(times)}
-    grid = [[0.0] * len(times) for _ in lkms]
-    counts = [[0] * len(times) for _ in lkms]
-    for pool, series in fills.items():
-        row = lkms.index(pool.split("/", 1)[0])
-        for t_s, fill in series:
-            grid[row][index[t_s]] += fill
-            counts[row][index[t_s]] += 1
     mean = [[g / c if c else float("nan") for g, c in zip(grow, crow)]
-            for grow, crow in zip(grid, counts)]
+            for grow, crow in zip(sums, counts)]
     end_h = (times[-1] / HOUR_S) if times else 1.0
     image = heat.imshow(mean, aspect="auto", interpolation="nearest", cmap="viridis",
                         vmin=0, vmax=100, extent=(0, max(end_h, 1e-9), len(lkms), 0))
