@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 
@@ -91,6 +92,16 @@ class Node:
         if self.served is not None:
             await self.served.stop()
         await self.system.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def served(tmp: Path, saes: tuple[str, ...] = (), **options: Any) -> AsyncIterator[Node]:
+    """A Node started with ``options`` (``tls``, or NodeConfig values), closed afterwards."""
+    node = await Node(tmp, **options).start(saes)
+    try:
+        yield node
+    finally:
+        await node.close()
 
 
 async def stored_rows(store: KeyStore | None, sql: str, *parameters: Any) -> list[Any]:

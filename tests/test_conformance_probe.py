@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from tests.conftest import SAES
-from tests.support import API, Node
+from tests.support import API, Node, served
 from tests.test_third_party_client import register
 
 ALICE, BOB = SAES[:2]
@@ -98,11 +98,8 @@ async def test_the_seeds_mode_keeps_its_fields_at_the_top_level(node: Node) -> N
 
 @pytest.fixture
 async def etsi_shaped(tmp_path) -> AsyncIterator[Node]:
-    served = await Node(tmp_path, status_shape="etsi").start()
-    try:
-        yield served
-    finally:
-        await served.close()
+    async with served(tmp_path, status_shape="etsi") as node:
+        yield node
 
 
 async def test_status_shape_etsi_fixes_the_strict_shape_for_every_caller(etsi_shaped) -> None:

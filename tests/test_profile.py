@@ -11,7 +11,7 @@ import yaml
 
 from nodes.keynode import ConfigError, NodeConfig
 from nodes.run.scenario import ScenarioError, load_scenario
-from tests.support import API, Node, decoded, store_audit
+from tests.support import API, Node, decoded, served, store_audit
 
 ALICE, BOB, CAROL = "SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001"
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,11 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 async def qumail_node(tmp_path) -> AsyncIterator[Node]:
-    served = await Node(tmp_path, profile="qumail").start()
-    try:
-        yield served
-    finally:
-        await served.close()
+    async with served(tmp_path, profile="qumail") as node:
+        yield node
 
 
 async def take(node: Node, number: int) -> dict[str, bytes]:

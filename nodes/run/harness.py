@@ -24,7 +24,7 @@ from nodes.run.expect import (
     not_audited,
     not_evaluated,
 )
-from nodes.run.htmlreport import write_html
+from nodes.run.htmlreport import VERDICTS, write_html
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario, write_scenario
@@ -180,16 +180,21 @@ def report_files(scenario: Scenario, recorder: Recorder, out_dir: Path, audit: d
                          for r in results]})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     outcome = RunOutcome(out_dir, summary, results, failures, wall_s, steps, setup_s)
-    lines = verdict_lines(outcome)
+    notes = note_lines(outcome)
     with (out_dir / "summary.txt").open("a", encoding="utf-8") as text:
-        text.write("\n" + "\n".join(lines) + "\n")
-    write_html(out_dir, summary, lines)
+        text.write("\n" + "\n".join(notes + expectation_lines(outcome)) + "\n")
+    write_html(out_dir, summary, notes)
     return outcome
 
 
 def verdict_lines(outcome: RunOutcome) -> list[str]:
     """A replay's fidelity, the audit line, failures of actors, and each expectation's verdict
     with its figure."""
+    return note_lines(outcome) + expectation_lines(outcome)
+
+
+def note_lines(outcome: RunOutcome) -> list[str]:
+    """A replay's fidelity, the audit line and failures of actors."""
     audit = outcome.summary["audit"]
     lines: list[str] = []
     if replay := outcome.summary.get("replay"):
@@ -203,10 +208,11 @@ def verdict_lines(outcome: RunOutcome) -> list[str]:
     if len(outcome.actor_failures) > MAX_PRINTED_FAILURES:
         more = len(outcome.actor_failures) - MAX_PRINTED_FAILURES
         lines.append(f"... {more} more failures in summary.json (actor_failures)")
-    for result in outcome.results:
-        verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[result.passed]
-        lines.append(f"{verdict}  {result.name}: {result.figure}")
     return lines
+
+
+def expectation_lines(outcome: RunOutcome) -> list[str]:
+    return [f"{VERDICTS[r.passed]}  {r.name}: {r.figure}" for r in outcome.results]
 
 
 def format_outcome(outcome: RunOutcome) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table
 
+VERDICTS = {True: "PASS", False: "FAIL", None: "SKIP"}
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
@@ -27,17 +28,15 @@ img { max-width: 100%; border: 1px solid #ddd; margin: .5em 0; }
 """
 
 
-def write_html(out_dir: Path, summary: dict[str, Any], lines: Sequence[str]) -> Path:
-    """Write ``out_dir/report.html`` from the run's summary, its verdict lines (as printed)
-    and the files beside it (plots, scenario.yaml)."""
+def write_html(out_dir: Path, summary: dict[str, Any], notes: Sequence[str]) -> Path:
+    """Write ``out_dir/report.html`` from the run's summary (its ``expectations`` among it),
+    the lines printed above the verdicts (``notes``: replay, audit, failures) and the files
+    beside it (plots, scenario.yaml)."""
     esc = html.escape
-    verdicts = [line for line in lines if line.split("  ", 1)[0] in ("PASS", "FAIL", "SKIP")]
-    others = [line for line in lines if line not in verdicts]
-    rows = "".join(
-        f'<tr><td class="{v}">{v}</td><td>{esc(rest.split(": ", 1)[0])}</td>'
-        f'<td>{esc(rest.split(": ", 1)[1] if ": " in rest else "")}</td></tr>'
-        for v, rest in (line.split("  ", 1) for line in verdicts))
-    failed = sum(1 for line in verdicts if line.startswith("FAIL"))
+    verdicts = [(VERDICTS[e["passed"]], e) for e in summary.get("expectations", [])]
+    rows = "".join(f'<tr><td class="{v}">{v}</td><td>{esc(e["name"])}</td>'
+                   f'<td>{esc(e["figure"])}</td></tr>' for v, e in verdicts)
+    failed = sum(1 for v, _ in verdicts if v == "FAIL")
     verdict = "every expectation held" if not failed else f"{failed} expectation(s) failed"
     parts = [
         f"<h1>{esc(summary['scenario'])}: {esc(verdict)}</h1>",
@@ -46,7 +45,7 @@ def write_html(out_dir: Path, summary: dict[str, Any], lines: Sequence[str]) -> 
         "<h2>Expectations</h2>",
         f"<table><tr><th>verdict</th><th>expectation</th><th>figure</th></tr>{rows}</table>"
         if rows else "<p>none</p>",
-        *(f"<p>{esc(line)}</p>" for line in others),
+        *(f"<p>{esc(line)}</p>" for line in notes),
         "<h2>Nodes</h2>", f"<pre>{esc(format_summary_table(summary))}</pre>",
     ]
     if summary.get("links"):

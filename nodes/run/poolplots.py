@@ -86,21 +86,18 @@ def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> F
     figure.colorbar(image, ax=heat, label="mean fill (%)")
 
     hours_n = int(recorder.last_t_s() // HOUR_S) + 1
+    per_hour: dict[str, list[float]] = {}  # reason, or "not completed" -> syncs per hour
+    for event in recorder.events_of("sync"):
+        key = str(event.get("reason")) if event.get("outcome") == "ok" else "not completed"
+        per_hour.setdefault(key, [0.0] * hours_n)[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
     bottom = [0.0] * hours_n
     for reason, (colour, _) in SYNC_STYLE.items():
-        ok = [0.0] * hours_n
-        for event in recorder.events_of("sync"):
-            if event.get("reason") == reason and event.get("outcome") == "ok":
-                ok[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
-        if any(ok):
+        if reason in per_hour:
+            ok = per_hour[reason]
             syncs.bar(range(hours_n), ok, bottom=bottom, width=1.0, align="edge",
                       color=colour, label=f"{reason} ok")
             bottom = [b + o for b, o in zip(bottom, ok)]
-    failed = [0.0] * hours_n
-    for event in recorder.events_of("sync"):
-        if event.get("outcome") != "ok":
-            failed[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
-    if any(failed):
+    if (failed := per_hour.get("not completed")) is not None:
         syncs.bar(range(hours_n), failed, bottom=bottom, width=1.0, align="edge",
                   color="black", label="not completed")
     syncs.set_ylabel("syncs / h")

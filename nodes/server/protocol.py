@@ -35,8 +35,10 @@ class JsonErrorHandler(RequestHandler):
             line = exc.args[0] if exc.args else b""
             line = line.encode("latin-1", "replace") if isinstance(line, str) else line
             status = 414 if _REQUEST_LINE.match(line) else 431
-        phrase = HTTPStatus(status).phrase.lower() if status in HTTPStatus._value2member_map_ \
-            else "error"
+        try:
+            phrase = HTTPStatus(status).phrase.lower()
+        except ValueError:  # a status http.HTTPStatus does not name
+            phrase = "error"
         kind = type(exc).__name__ if exc is not None else phrase
         body = {"message": f"the request could not be handled: {phrase}",
                 "details": [{"problem": kind}]}
