@@ -10,11 +10,12 @@ Exports are byte-identical for identical inputs: rows keep insertion order, even
 sorted by key, floats are written as `repr(round(x, 6))`, JSON keys are sorted.
 
 A recorder can stream (:meth:`Recorder.stream_to`): every row goes to its file as it is recorded,
-through a buffer flushed at least every second of wall time, so a run that is killed leaves what
-it recorded up to the last flush. Kinds of events that come with every request (deliveries,
-reads, failed sends) can be *summarised* (:meth:`Recorder.summarise`): a streaming recorder keeps
-only their running counts and sums, per node and per hour, so its memory does not grow with the
-traffic; every other event, and every sample, is kept for the report.
+through a buffer flushed at least every second of wall time (`simulator.records`), so a run that
+is killed leaves what it recorded up to the last flush. A streaming recorder holds no rows: only
+running totals of each kind of event, per node and per hour, which answer counts and sums; the
+rest (a series, the events of one kind) is read back from the files when asked for. Kinds that
+come with every request (deliveries, reads, failed sends) can be *summarised*
+(:meth:`Recorder.summarise`): their totals are all a reader gets, never the events.
 """
 
 from __future__ import annotations
@@ -23,14 +24,21 @@ import csv
 import json
 import math
 import sys
-import time
 from array import array
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-HOUR_S = 3600.0
-CSV_HEADER = ("t_s", "node", "metric", "value")
+from simulator.records import (
+    CSV_HEADER,
+    EVENTS_FILE,
+    HOUR_S,
+    SAMPLES_FILE,
+    Sink,
+    Tally,
+    event_dicts,
+    sample_rows,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,72 +72,18 @@ class Event:
         return {"t_s": self.t_s, "kind": self.kind, "node": self.node, "data": dict(self.data)}
 
 
-@dataclass(slots=True)
-class Tally:
-    """Running totals of one kind of event: count and numeric data sums, per node and per
-    hour (bin h holds [h, h+1) hours of simulated time)."""
-
-    count: dict[str, int] = field(default_factory=dict)
-    sums: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, key) -> sum
-    hourly_count: list[int] = field(default_factory=list)
-    hourly_sums: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, event: Event) -> None:
-        node = event.node
-        self.count[node] = self.count.get(node, 0) + 1
-        hour = int(event.t_s // HOUR_S)
-        if hour >= len(self.hourly_count):
-            grow = hour + 1 - len(self.hourly_count)
-            self.hourly_count.extend([0] * grow)
-            for bins in self.hourly_sums.values():
-                bins.extend([0.0] * grow)
-        self.hourly_count[hour] += 1
-        for key, value in event.data:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.sums[(node, key)] = self.sums.get((node, key), 0) + value
-                bins = self.hourly_sums.setdefault(key, [0.0] * len(self.hourly_count))
-                bins[hour] += value
-
-
-class _Sink:
-    """The two files of a streaming recorder, flushed at least every ``every_s`` wall seconds
-    (when a row comes; :meth:`Recorder.flush` covers the quiet stretches)."""
-
-    def __init__(self, out_dir: Path, every_s: float) -> None:
-        self.csv = (out_dir / "metrics.csv").open("w", encoding="utf-8", newline="")
-        self.jsonl = (out_dir / "events.jsonl").open("w", encoding="utf-8", newline="")
-        self.rows = csv.writer(self.csv, lineterminator="\n")
-        self.rows.writerow(CSV_HEADER)
-        self.every_s = every_s
-        self.flushed = time.monotonic()
-
-    def sample(self, row: tuple[str, str, str, str]) -> None:
-        self.rows.writerow(row)
-        self._maybe_flush()
-
-    def event(self, line: str) -> None:
-        self.jsonl.write(line)
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        if time.monotonic() - self.flushed >= self.every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        for out in (self.csv, self.jsonl):
-            out.flush()
-        self.flushed = time.monotonic()
-
-    def close(self) -> None:
-        for out in (self.csv, self.jsonl):
-            out.close()
-
-
 class Recorder:
     """Collects samples and events of one run, in the order they were recorded.
 
-    Samples are kept in flat arrays (time, value, series number: 20 bytes a reading, where a
-    `Sample` object and a tuple took about 180), since a large run records millions."""
+    In memory, samples are kept in flat arrays (time, value, series number: 20 bytes a reading,
+    where a `Sample` object and a tuple took about 180), since a large run records millions.
+
+    A streaming recorder (:meth:`stream_to`) keeps no row at all: each goes to its file, and
+    memory holds only the running totals of every kind of event (a `Tally`) and each series'
+    last time. Questions the totals cannot answer are answered from the files: the samples are
+    read back when first asked for, after :meth:`close`, and events of one kind are read from
+    ``events.jsonl`` line by line. :meth:`from_files` opens the files of any run the same way.
+    """
 
     def __init__(self) -> None:
         self._t = array("d")
@@ -140,34 +94,54 @@ class Recorder:
         self._series: dict[tuple[str, str], array[int]] = {}  # key -> its readings' positions
         self._events: list[Event] = []
         self._by_kind: dict[str, list[Event]] = {}
-        self._tallies: dict[str, Tally] = {}  # summarised kinds
-        self._sink: _Sink | None = None
+        self._tallies: dict[str, Tally] = {}  # every kind, once on file; else summarised ones
+        self._summarised: set[str] = set()  # kinds whose events are never handed out
+        self._sink: Sink | None = None
+        self._files: Path | None = None  # the run's folder, once its rows are on file
+        self._last_of: dict[tuple[str, str], float] = {}  # on file: each series' last time
+        self._samples_read = False
         self._last_t_s = 0.0
+
+    @classmethod
+    def from_files(cls, out_dir: Path | str, *summarised: str) -> Recorder:
+        """A recorder answering from the ``metrics.csv`` and ``events.jsonl`` of a run in
+        ``out_dir`` (one pass over the events for their totals; torn last lines skipped)."""
+        recorder = cls()
+        recorder.summarise(*summarised)
+        recorder._files = Path(out_dir)
+        for data in event_dicts(recorder._files / EVENTS_FILE):
+            event = _event(data["t_s"], str(data["kind"]), str(data["node"]), data["data"])
+            recorder._tallied(event).add(event)
+        return recorder
 
     @property
     def samples(self) -> list[Sample]:
         """All samples in insertion order (a copy)."""
-        keys = self._keys
-        return [Sample(t, *keys[k], v) for t, v, k in zip(self._t, self._v, self._k)]
+        store = self._sample_store()
+        keys = store._keys
+        return [Sample(t, *keys[k], v) for t, v, k in zip(store._t, store._v, store._k)]
 
     @property
     def events(self) -> list[Event]:
-        """All events kept in memory, in insertion order (a copy): a streaming recorder does
-        not keep those of summarised kinds."""
-        return list(self._events)
+        """All events in insertion order (a copy; on file, every kind not summarised)."""
+        if self._files is None:
+            return list(self._events)
+        return [e for e in self._read_events() if e.kind not in self._summarised]
 
     def summarise(self, *kinds: str) -> None:
-        """Keep running totals of these kinds; once streaming, not the events themselves.
-        Call before the first event of each."""
+        """Keep running totals of these kinds, and never hand out their events (once on file,
+        they are not held at all). Call before the first event of each."""
         for kind in kinds:
             assert kind not in self._by_kind, f"{kind} events were recorded already"
             self._tallies.setdefault(kind, Tally())
+            self._summarised.add(kind)
 
     def stream_to(self, out_dir: Path | str, flush_every_s: float = 1.0) -> None:
-        """Write ``metrics.csv`` and ``events.jsonl`` in ``out_dir`` as rows are recorded
-        (call before the first row); :meth:`close` ends them."""
+        """Write ``metrics.csv`` and ``events.jsonl`` in ``out_dir`` as rows are recorded, and
+        keep none of them (call before the first row); :meth:`close` ends the files."""
         assert not self._t and not self._events and self._sink is None, "stream from the start"
-        self._sink = _Sink(Path(out_dir), flush_every_s)
+        self._files = Path(out_dir)
+        self._sink = Sink(self._files, flush_every_s)
 
     @property
     def streaming(self) -> bool:
@@ -179,13 +153,28 @@ class Recorder:
             self._sink.flush()
 
     def close(self) -> None:
-        """Flush and close the files of a streaming recorder (it records no more rows)."""
+        """Flush and close the files of a streaming recorder: it records no more rows, and
+        answers from the files."""
         if self._sink is not None:
             self._sink.close()
+            self._sink = None
 
     def sample(self, t_s: float, node: str, metric: str, value: float) -> None:
         """Record `metric` of `node` at `t_s`; time must not go backwards within a series."""
         t_s, value = _finite(t_s, "t_s"), _finite(value, "value")
+        key = (node, metric)
+        if self._sink is not None:
+            last = self._last_of.get(key)
+            if last is not None and t_s < last:
+                raise ValueError(f"sample of {metric} at {node} goes back in time: {t_s} < {last}")
+            self._last_of[key] = t_s
+            self._last_t_s = max(self._last_t_s, t_s)
+            self._sink.sample((format_float(t_s), node, metric, format_float(value)))
+            return
+        assert self._files is None, "this recorder answers from its files"
+        self._keep_sample(t_s, node, metric, value)
+
+    def _keep_sample(self, t_s: float, node: str, metric: str, value: float) -> None:
         key = (node, metric)
         number = self._numbers.get(key)
         if number is None:
@@ -202,52 +191,83 @@ class Recorder:
         self._v.append(value)
         self._k.append(number)
         self._last_t_s = max(self._last_t_s, t_s)
-        if self._sink is not None:
-            self._sink.sample((format_float(t_s), node, metric, format_float(value)))
 
     def event(self, t_s: float, kind: str, node: str, **data: object) -> None:
         """Record an event; data values must be scalars or sequences of scalars (JSON-able)."""
-        items = tuple(sorted((key, _data_value(key, value)) for key, value in data.items()))
-        event = Event(_finite(t_s, "t_s"), kind, sys.intern(node), items)
+        event = _event(t_s, kind, node, data)
         self._last_t_s = max(self._last_t_s, event.t_s)
-        tally = self._tallies.get(kind)
-        if tally is not None:
-            tally.add(event)
         if self._sink is not None:
+            self._tallied(kind).add(event)
             self._sink.event(event_json(event) + "\n")
-            if tally is not None:
-                return
+            return
+        assert self._files is None, "this recorder answers from its files"
+        if (tally := self._tallies.get(kind)) is not None:
+            tally.add(event)
         self._events.append(event)
         self._by_kind.setdefault(kind, []).append(event)
 
+    def _tallied(self, kind: str | Event) -> Tally:
+        name = kind if isinstance(kind, str) else kind.kind
+        tally = self._tallies.get(name)
+        if tally is None:
+            tally = self._tallies[name] = Tally()
+        if isinstance(kind, Event):
+            self._last_t_s = max(self._last_t_s, kind.t_s)
+        return tally
+
+    def _sample_store(self) -> Recorder:
+        """The recorder whose arrays hold the samples: this one, read from the file once it
+        is closed (or a fresh reading while the file is still being written)."""
+        if self._files is None or self._samples_read:
+            return self
+        self.flush()
+        store = self if self._sink is None else Recorder()
+        for t_s, node, metric, value in sample_rows(self._files / SAMPLES_FILE):
+            store._keep_sample(t_s, node, metric, value)
+        if store is self:
+            self._samples_read = True
+        return store
+
+    def _read_events(self, kind: str | None = None) -> Iterator[Event]:
+        assert self._files is not None
+        self.flush()
+        for data in event_dicts(self._files / EVENTS_FILE, kind):
+            yield _event(data["t_s"], str(data["kind"]), str(data["node"]), data["data"])
+
     def series(self, node: str, metric: str) -> list[tuple[float, float]]:
         """Return the `(t_s, value)` readings of `metric` at `node`, in time order."""
-        positions = self._series.get((node, metric), ())
-        t, v = self._t, self._v
+        store = self._sample_store()
+        positions = store._series.get((node, metric), ())
+        t, v = store._t, store._v
         return [(t[i], v[i]) for i in positions]
 
     def nodes_with(self, metric: str) -> list[str]:
         """Return the nodes that have samples of `metric`, sorted."""
-        return sorted(node for node, name in self._series if name == metric)
+        return sorted(node for node, name in self._sample_store()._series if name == metric)
+
+    def iter_events(self, kind: str, node: str | None = None) -> Iterator[Event]:
+        """The events of `kind` (at `node`, if given), in insertion order, one at a time: on
+        file, read from it. A summarised kind has only its totals: ask :meth:`count_events`,
+        :meth:`sum_event_data`, :meth:`per_hour` or :meth:`nodes_of`."""
+        if kind in self._summarised:
+            raise ValueError(f"{kind} events are summarised: read their totals")
+        events = self._read_events(kind) if self._files is not None \
+            else iter(self._by_kind.get(kind, []))
+        return (e for e in events if node is None or e.node == node)
 
     def events_of(self, kind: str, node: str | None = None) -> list[Event]:
-        """Return the events of `kind` (at `node`, if given), in insertion order. A summarised
-        kind has only its totals: ask :meth:`count_events`, :meth:`sum_event_data`,
-        :meth:`per_hour` or :meth:`nodes_of`."""
-        if kind in self._tallies:
-            raise ValueError(f"{kind} events are summarised: read their totals")
-        events = self._by_kind.get(kind, [])
-        return [e for e in events if node is None or e.node == node]
+        """The events of `kind` (at `node`, if given) as a list: see :meth:`iter_events`."""
+        return list(self.iter_events(kind, node))
 
     def count_events(self, kind: str, node: str | None = None, **match: object) -> int:
         """Count events of `kind` (at `node`) whose data equals every `key=value` in `match`
         (a summarised kind is counted without `match`)."""
         tally = self._tallies.get(kind)
-        if tally is not None:
-            if match:
-                raise ValueError(f"{kind} events are summarised: they are counted whole")
+        if tally is not None and not match:
             return tally.count.get(node, 0) if node is not None else sum(tally.count.values())
-        return sum(1 for e in self.events_of(kind, node) if _matches(e, match))
+        if kind in self._summarised:
+            raise ValueError(f"{kind} events are summarised: they are counted whole")
+        return sum(1 for e in self.iter_events(kind, node) if _matches(e, match))
 
     def sum_event_data(self, kind: str, key: str, node: str | None = None) -> float:
         """Sum the numeric data `key` over the events of `kind` (missing values count 0)."""
@@ -256,7 +276,7 @@ class Recorder:
             return sum(v for (n, k), v in tally.sums.items()
                        if k == key and (node is None or n == node))
         total: float = 0
-        for event in self.events_of(kind, node):
+        for event in self.iter_events(kind, node):
             value = event.get(key, 0)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 total += value
@@ -288,12 +308,14 @@ class Recorder:
 
     def last_t_s(self) -> float:
         """Return the latest time of any row, or 0.0 for an empty recording."""
+        if self._files is not None and self._sink is None and not self._last_of:
+            return max(self._last_t_s, self._sample_store()._last_t_s)
         return self._last_t_s
 
     def write_csv(self, path: Path | str) -> None:
         """Write the samples as CSV with header `t_s,node,metric,value`, "\\n" line ends
         (a streaming recorder has written them already)."""
-        assert self._sink is None, "a streaming recorder writes its files as it goes"
+        assert self._files is None, "a streaming recorder writes its files as it goes"
         with Path(path).open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(CSV_HEADER)
@@ -304,10 +326,16 @@ class Recorder:
 
     def write_jsonl(self, path: Path | str) -> None:
         """Write one JSON object per event: {"data", "kind", "node", "t_s"}, keys sorted."""
-        assert self._sink is None, "a streaming recorder writes its files as it goes"
+        assert self._files is None, "a streaming recorder writes its files as it goes"
         with Path(path).open("w", encoding="utf-8") as out:
             for event in self._events:
                 out.write(event_json(event) + "\n")
+
+
+def _event(t_s: object, kind: str, node: str, data: object) -> Event:
+    assert isinstance(data, dict) and isinstance(t_s, (int, float))
+    items = tuple(sorted((key, _data_value(key, value)) for key, value in data.items()))
+    return Event(_finite(t_s, "t_s"), kind, sys.intern(node), items)
 
 
 def format_float(value: float) -> str:

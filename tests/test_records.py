@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ import yaml
 from nodes.run import load_scenario
 from nodes.run.builder import Network
 from simulator import Simulation
-from simulator.metrics import Recorder
+from simulator.metrics import Recorder, Sample, event_json
 from tests.test_metrics import fed_recorder
 from tests.test_serve import free_port
 
@@ -69,6 +70,53 @@ def test_a_streaming_recorder_writes_the_bytes_of_one_that_writes_at_the_end(
         == [2.0 + 3.0, 5.0, 5.0]
     assert streaming.per_hour("failure", 3) == [0.0, 0.0, 1.0]
     assert streaming.last_t_s() == kept.last_t_s() == 7500.0
+
+
+def test_a_streaming_recorder_holds_no_rows_and_answers_from_its_files(tmp_path: Path) -> None:
+    recorder = Recorder()
+    recorder.stream_to(tmp_path)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(20_000):  # a kind the report reads one by one: kept on file only
+            recorder.event(i * 10.0, "sync", f"LKM_{i % 50}", pool=f"LKM_{i % 50}/SAE_{i}",
+                           reason="threshold", outcome="ok" if i % 4 else "timeout", keys=3)
+            recorder.sample(i * 10.0, f"LKM_{i % 50}/SAE_x", "pool_keys", float(i % 7))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # in memory these rows took 10.8 MB; the totals per node and per hour take far less
+    assert grown < 1_000_000, f"{grown:,} bytes"
+    recorder.close()
+    assert recorder.count_events("sync") == 20_000
+    assert recorder.count_events("sync", outcome="timeout") == 5_000  # read from the file
+    assert recorder.count_events("sync", "LKM_4", outcome="ok") == 200
+    assert recorder.sum_event_data("sync", "keys", "LKM_0") == 1_200
+    assert [e.t_s for e in recorder.iter_events("sync", "LKM_7")][:2] == [70.0, 570.0]
+    assert recorder.series("LKM_3/SAE_x", "pool_keys")[:2] == [(30.0, 3.0), (530.0, 4.0)]
+    assert len(recorder.nodes_with("pool_keys")) == 50
+    assert recorder.last_t_s() == 199_990.0
+
+
+def test_a_recorder_opened_on_a_runs_files_answers_as_the_run_did(tmp_path: Path) -> None:
+    streaming = Recorder()
+    streaming.summarise("delivery", "failure")
+    streaming.stream_to(tmp_path)
+    feed(streaming)
+    streaming.close()
+    opened = Recorder.from_files(tmp_path, "delivery", "failure")
+    # what the files hold: each float rounded to 6 decimals
+    samples = [Sample(round(s.t_s, 6), s.node, s.metric, round(s.value, 6))
+               for s in fed_recorder().samples]
+    events = [json.loads(event_json(e)) for e in fed_recorder().events if e.kind != "delivery"]
+    for recorder in (streaming, opened):
+        assert recorder.samples == samples
+        assert [json.loads(event_json(e)) for e in recorder.events] == events
+        assert recorder.per_hour("delivery", 3, "keys") == [5.0, 5.0, 5.0]
+        assert recorder.nodes_of("failure") == ["SAE_ALICE_001"]
+        assert recorder.last_t_s() == 7500.0
+        with pytest.raises(ValueError, match="summarised"):
+            recorder.count_events("delivery", pool="LKM_B/SAE_ALICE_001")
 
 
 def test_rows_reach_the_file_within_a_second_of_wall_time(tmp_path: Path) -> None:
@@ -169,3 +217,25 @@ def test_report_of_a_folder_without_a_run_is_a_usage_error(tmp_path: Path) -> No
     rebuilt = subprocess.run([sys.executable, "run_scenario.py", "report", str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert rebuilt.returncode == 2 and "cannot rebuild" in rebuilt.stderr
+
+
+def test_a_finished_runs_report_is_rebuilt_from_its_files_to_the_same_figures(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ran = subprocess.run([sys.executable, "run_scenario.py", "scenarios/outages/lkm_crash.yaml",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    before = json.loads((out / "summary.json").read_text())
+    rebuilt = subprocess.run([sys.executable, "run_scenario.py", "report", str(out)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout
+    after = json.loads((out / "summary.json").read_text())
+    assert before["totals"]["syncs"], "the scenario syncs: the figures below are not empty"
+    for key in ("nodes", "totals", "exposure", "simulated_s"):
+        assert after[key] == before[key], key
+    # the audit needs the live key stores: only its two expectations are not evaluated again
+    verdicts = {e["name"]: e["passed"] for e in before["expectations"]}
+    for name, passed in ((e["name"], e["passed"]) for e in after["expectations"]):
+        assert passed == (None if name in ("no_key_reuse", "all_received_keys_match")
+                          else verdicts[name]), name

@@ -252,7 +252,7 @@ def _recovered_within(
     expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
 ) -> tuple[bool, str]:
     limit_s = _required(expectation.duration_s)
-    ends = [e for e in recorder.events_of("outage") if e.get("phase") == "end"]
+    ends = [e for e in recorder.iter_events("outage") if e.get("phase") == "end"]
     pools = recorder.nodes_with(POOL_KEYS)
     limit = format_duration(limit_s)
     if not ends:

@@ -87,7 +87,7 @@ def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> F
 
     hours_n = int(recorder.last_t_s() // HOUR_S) + 1
     per_hour: dict[str, list[float]] = {}  # reason, or "not completed" -> syncs per hour
-    for event in recorder.events_of("sync"):
+    for event in recorder.iter_events("sync"):
         key = str(event.get("reason")) if event.get("outcome") == "ok" else "not completed"
         per_hour.setdefault(key, [0.0] * hours_n)[min(int(event.t_s // HOUR_S), hours_n - 1)] += 1
     bottom = [0.0] * hours_n

@@ -13,6 +13,7 @@ import json
 import statistics
 import textwrap
 from bisect import bisect_left
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def outage_windows_from_events(recorder: Recorder) -> list[OutageWindow]:
     end of the recording. Labels read "down KM1"."""
     open_at: dict[tuple[str, object], float] = {}
     windows: list[OutageWindow] = []
-    for event in recorder.events_of("outage"):
+    for event in recorder.iter_events("outage"):
         key = (event.node, event.get("outage"))
         if event.get("phase") == "start":
             open_at.setdefault(key, event.t_s)
@@ -174,7 +175,7 @@ def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:
     and a Line2D per marker cost more than the whole simulation."""
     groups: dict[tuple[str, bool], tuple[list[float], list[float]]] = {}
     levels: dict[str, tuple[list[float], list[float]]] = {}
-    for event in recorder.events_of("sync"):
+    for event in recorder.iter_events("sync"):
         reason, ok = str(event.get("reason")), event.get("outcome") == "ok"
         pool = str(event.get("pool"))
         if pool not in levels:
@@ -267,23 +268,22 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
     for node in recorder.nodes_of("failure"):
         nodes.setdefault(node, _empty_row())["failed_sends"] += recorder.count_events("failure",
                                                                                       node)
-    for event in recorder.events_of("relay"):  # every KM a relay crossed, trusted ones too
+    for event in recorder.iter_events("relay"):  # every KM a relay crossed, trusted ones too
         for km in str(event.get("path") or "").split("-"):
             if km:
                 nodes.setdefault(km, _empty_row())
-    syncs = [
-        (e.node, str(e.get("reason")), str(e.get("outcome"))) for e in recorder.events_of("sync")
-    ]
-    for node in sorted({node for node, _, _ in syncs}):
-        pairs = [(reason, outcome) for n, reason, outcome in syncs if n == node]
-        nodes.setdefault(node, _empty_row())["syncs"] = merge_counts(pairs)
+    syncs: dict[str, Counter[tuple[str, str]]] = {}  # node -> (reason, outcome) -> syncs
+    for e in recorder.iter_events("sync"):
+        syncs.setdefault(e.node, Counter())[(str(e.get("reason")), str(e.get("outcome")))] += 1
+    for node, counted in sorted(syncs.items()):
+        nodes.setdefault(node, _empty_row())["syncs"] = merge_counts(counted.elements())
     for pool in recorder.nodes_with("pool_keys"):
         low = min(value for _, value in recorder.series(pool, "pool_keys"))
         nodes.setdefault(pool, _empty_row())["min_pool_keys"] = low
     totals = {
         **{column: sum(row[column] for row in nodes.values()) for column in KEY_COLUMNS},
         "failed_sends": sum(row["failed_sends"] for row in nodes.values()),
-        "syncs": merge_counts((reason, outcome) for _, reason, outcome in syncs),
+        "syncs": merge_counts(pair for counted in syncs.values() for pair in counted.elements()),
     }
     replayed = {}
     if requests := recorder.count_events("replay"):  # how faithful a replay was
@@ -299,7 +299,7 @@ def exposure(recorder: Recorder) -> dict[str, dict[str, dict[str, int]]]:
     (the two LKMs a relay joined, "LKM_A<->LKM_B"), the keys and bits (from ``relay`` events'
     ``trusted`` and ``sites``)."""
     seen: dict[str, dict[str, dict[str, int]]] = {}
-    for event in recorder.events_of("relay"):
+    for event in recorder.iter_events("relay"):
         trusted, sites = event.get("trusted"), event.get("sites")
         if not isinstance(trusted, str) or not isinstance(sites, str):
             continue
