@@ -5,7 +5,14 @@ network reaches it through its messages and its :class:`KeySupply` port.
 Its public surface is ``__all__``; other rooms import only these names, from this package.
 """
 
-from nodes.keynode.config import ENV_VARIABLES, ConfigError, NodeConfig, SyncPolicy, TlsFiles
+from nodes.keynode.config import (
+    ENV_VARIABLES,
+    ConfigError,
+    NodeConfig,
+    SenderQuota,
+    SyncPolicy,
+    TlsFiles,
+)
 from nodes.keynode.directory import Directory
 from nodes.keynode.errors import (
                                   AlreadyRegistered,
@@ -55,6 +62,7 @@ __all__ = [
     "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
     "KMUnreachable", "Key", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
     "LocalKeyManager", "LocalKeySupply", "MarkConsumed", "MethodNotAllowed", "NodeConfig", "NotFound",
+    "SenderQuota",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
     "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
     "Unauthorized", "UnshipSlice", "check_sae_id", "ignore", "pool_node", "pool_view",

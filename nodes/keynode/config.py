@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
@@ -36,6 +38,19 @@ class SyncPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SenderQuota:
+    """How much of a receiver's pool one sender may take: a token bucket of ``burst`` keys,
+    refilled at ``keys_per_hour``, in the node's time (virtual in a simulation, wall served)."""
+
+    keys_per_hour: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if not self.keys_per_hour > 0 or self.burst < 1:
+            raise ConfigError("sender quota: keys_per_hour must be > 0 and burst >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     kme_id: str = "1"
     local_km_id: str = "LOCAL_KM_001"
@@ -59,6 +74,13 @@ class NodeConfig:
     seed: int = 0  # of the jitter on sync retries (a simulation passes its scenario's seed)
     profile: str = "etsi"
     status_shape: str = "auto"
+    # who may use the admin routes (docs/architecture.md, "Who may do what"): client
+    # certificate CNs under mutual TLS, and a bearer token (never printed: repr=False)
+    operators: tuple[str, ...] = ()
+    admin_token: str | None = field(default=None, repr=False)
+    sender_quota: SenderQuota | None = None
+    # AES-256-GCM key for key material at rest (32 bytes; never printed: repr=False)
+    master_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.key_size_bits % 8 or self.key_size_bits <= 0:
@@ -77,6 +99,15 @@ class NodeConfig:
                               f"{', '.join(STATUS_SHAPES)}")
         if self.use_https and self.tls is None:
             raise ConfigError("USE_HTTPS: true needs CA_FILE, KME_CERT and KME_KEY")
+        if self.master_key is not None and len(self.master_key) != 32:
+            raise ConfigError("KEY_AT_REST: the master key must be 32 bytes (AES-256)")
+
+    @property
+    def open_admin(self) -> bool:
+        """The seed's open admin routes: only on loopback, over plain HTTP, with no operator
+        configured (anyone who can reach the node is then a process on this machine)."""
+        return not (self.use_https or self.operators or self.admin_token) \
+            and is_loopback(self.host)
 
     def pool_size_for(self, asked: int | None) -> tuple[int, dict[str, object]]:
         """The pool size a registration gets, and, when it is not what was asked for, why
@@ -118,7 +149,57 @@ class NodeConfig:
         use_https = bool(values.get("use_https", False))
         if use_https:
             values["tls"] = _tls_from_env(env)
+        if env.get("ADMIN_SAE_IDS"):
+            values["operators"] = tuple(p.strip() for p in env["ADMIN_SAE_IDS"].split(",")
+                                        if p.strip())
+        if env.get("ADMIN_TOKEN"):
+            values["admin_token"] = env["ADMIN_TOKEN"]
+        if env.get("SENDER_QUOTA_KEYS_PER_HOUR"):
+            rate = float(str(_parse("SENDER_QUOTA_KEYS_PER_HOUR",
+                                    env["SENDER_QUOTA_KEYS_PER_HOUR"], float)))
+            burst = int(str(_parse("SENDER_QUOTA_BURST", env.get("SENDER_QUOTA_BURST")
+                                   or str(max(1, math.ceil(rate))), int)))
+            try:
+                values["sender_quota"] = SenderQuota(rate, burst)
+            except ConfigError as error:
+                raise ConfigError(f"SENDER_QUOTA_KEYS_PER_HOUR/SENDER_QUOTA_BURST: {error}") \
+                    from None
+        values["master_key"] = master_key_from_env(env)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def master_key_from_env(env: Mapping[str, str]) -> bytes | None:
+    """The at-rest key: ``KEY_AT_REST_FILE`` (a file holding 32 raw bytes, or 64 hex digits)
+    or ``KEY_AT_REST`` (64 hex digits). Errors name the variable, never the key."""
+    if env.get("KEY_AT_REST_FILE"):
+        path = Path(env["KEY_AT_REST_FILE"])
+        if not path.is_file():
+            raise ConfigError(f"KEY_AT_REST_FILE: no such file {str(path)!r}")
+        raw = path.read_bytes()
+        return raw if len(raw) == 32 else _hex_key("KEY_AT_REST_FILE", raw.decode("ascii", "replace"))
+    if env.get("KEY_AT_REST"):
+        return _hex_key("KEY_AT_REST", env["KEY_AT_REST"])
+    return None
+
+
+def _hex_key(name: str, text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: not 32 raw bytes or 64 hex digits") from None
+    if len(key) != 32:
+        raise ConfigError(f"{name}: the key must be 32 bytes (64 hex digits), got {len(key)}")
+    return key
 
 
 def _parse(name: str, raw: str, parse: type) -> object:
@@ -128,7 +209,7 @@ def _parse(name: str, raw: str, parse: type) -> object:
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{name}: invalid value {raw!r}") from None
-    if parse is int and value < 0:
+    if parse in (int, float) and value < 0:
         raise ConfigError(f"{name}: must not be negative")
     return value
 
@@ -166,5 +247,7 @@ _ENV: tuple[tuple[str, str, type], ...] = (
     ("STATUS_SHAPE", "status_shape", str),
 )
 
-ENV_VARIABLES = tuple(name for name, _, _ in _ENV) + ("CA_FILE", "KME_CERT", "KME_KEY")
+ENV_VARIABLES = tuple(name for name, _, _ in _ENV) + (
+    "CA_FILE", "KME_CERT", "KME_KEY", "ADMIN_SAE_IDS", "ADMIN_TOKEN", "SENDER_QUOTA_KEYS_PER_HOUR",
+    "SENDER_QUOTA_BURST", "KEY_AT_REST_FILE", "KEY_AT_REST")
 assert {f.name for f in fields(NodeConfig)} >= {attr for _, attr, _ in _ENV}
