@@ -19,6 +19,8 @@ from simulator import ActorSystem
 from simulator.clock import WallClock
 
 API = "/api/v1/keys"
+#: the operator of a TLS node (its certificate's CN is in ``operators``)
+OPERATOR = "KM_OPERATOR"
 
 
 class Node:
@@ -39,9 +41,11 @@ class Node:
     async def start(self, saes: tuple[str, ...] = ()) -> "Node":
         values: dict[str, Any] = {"port": 0, "db_path": str(self.tmp / "lkm.db"), **self.config_values}
         if self.tls:
-            self.pki = write_pki(self.tmp / "pki", ["kme"], list(saes) or ["SAE_ALICE_001"])
+            self.pki = write_pki(self.tmp / "pki", ["kme"],
+                                 [*(saes or ["SAE_ALICE_001"]), OPERATOR])
             cert, key = self.pki.nodes["kme"]
             values.update(use_https=True, tls=TlsFiles(self.pki.ca_cert, cert, key))
+            values.setdefault("operators", (OPERATOR,))
         config = NodeConfig(**values)
         extra = {} if self.observe is None else {"observe": self.observe}
         self.served = ServedNode(config, self.system, WallClock(), self.supply, **extra)

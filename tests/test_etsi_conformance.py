@@ -29,7 +29,7 @@ import yarl
 
 from nodes.server.pki import client_ssl_context, write_pki
 from tests.conftest import SAES
-from tests.support import API, Node, decoded, stored_rows
+from tests.support import API, OPERATOR, Node, decoded, stored_rows
 
 ALICE, BOB, CAROL, EVE = SAES
 NOT_FOUND = "one or more keys specified are not found on KME"
@@ -873,15 +873,15 @@ async def test_non_014_routes_never_return_key_material(kme: Node) -> None:
     materials += [bytes(row[0]) for row in rows]  # every key still stored, delivered or not
     assert len(materials) >= 3 * POOL
     replies = [
-        await kme.call(ALICE, "GET", f"{API}/pools"),
-        await kme.call(ALICE, "GET", f"{API}/km/status"),
-        await kme.call(ALICE, "POST", f"{API}/km/sync", json={}),
+        await kme.call(OPERATOR, "GET", f"{API}/pools"),
+        await kme.call(OPERATOR, "GET", f"{API}/km/status"),
+        await kme.call(OPERATOR, "POST", f"{API}/km/sync", json={}),
         await kme.call(ALICE, "GET", "/health"),
         await kme.call(ALICE, "GET", "/api/v1/kme/status"),
         await kme.call(BOB, "POST", f"{API}/mark_consumed", json={"key_ID": keys[0]["key_ID"]}),
-        await kme.call(ALICE, "POST", f"{API}/{BOB}/refill", json={"keys_to_add": 1}),
+        await kme.call(OPERATOR, "POST", f"{API}/{BOB}/refill", json={"keys_to_add": 1}),
         await kme.call(ALICE, "GET", status_path(BOB)),
-        await kme.call(ALICE, "GET", "/api/v1/user-keys/pools"),
+        await kme.call(OPERATOR, "GET", "/api/v1/user-keys/pools"),
     ]
     assert all(status == 200 for status, _ in replies), replies
     text = json.dumps([body for _, body in replies])

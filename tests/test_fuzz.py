@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import API, Node, store_audit
+from tests.support import API, OPERATOR, Node, store_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "nodes" / "server" / "openapi.yaml"
@@ -119,7 +119,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_document(
         # The node is still up, answered no internal error, and kept the store sound.
         status, body = await node.call(ALICE, "GET", "/health")
         assert status == 200 and body["status"] == "healthy"
-        status, text = await node.call(ALICE, "GET", "/metrics")
+        status, text = await node.call(OPERATOR, "GET", "/metrics")
         failures: Counter[str] = Counter()
         for family in text_string_to_metric_families(text):
             if family.name == "qkdsim_request_failures":

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nodes.server.pki import (
+    SERVER_CIPHERS,
     PkiFiles,
     client_ssl_context,
     common_name_from_der,
@@ -308,6 +309,33 @@ async def test_server_refuses_tls_1_1(pki: PkiFiles, server_url: str) -> None:
     assert control["tls"] == "TLSv1.1"
     with pytest.raises(aiohttp.ClientError):
         await get_json(f"{server_url}/whoami", client)
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"])
+async def test_server_refuses_a_tls_1_2_client_offering_only_weak_suites(
+        pki: PkiFiles, server_url: str, suite: str) -> None:
+    # CBC with a SHA-1 or SHA-384 MAC (the node certificates are ECDSA): neither is offered
+    client = pinned(sae_context(pki, ALICE), ssl.TLSVersion.TLSv1_2)
+    try:
+        client.set_ciphers(f"{suite}:@SECLEVEL=0")
+    except ssl.SSLError:
+        pytest.skip(f"this OpenSSL does not know {suite}")
+    # Control: a server with OpenSSL's default suites completes the handshake with this client
+    default_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+    default_server.load_cert_chain(*map(str, pki.nodes[NODE]))
+    default_server.verify_mode = ssl.CERT_REQUIRED
+    default_server.set_ciphers("DEFAULT:@SECLEVEL=0")
+    async with running_server(default_server) as control_url:
+        try:
+            control = await get_json(f"{control_url}/whoami", client)
+        except aiohttp.ClientError as exc:
+            pytest.skip(f"the local OpenSSL cannot negotiate {suite} at all: {exc}")
+    assert control == {"cn": ALICE, "tls": "TLSv1.2"}
+    with pytest.raises(aiohttp.ClientError):
+        await get_json(f"{server_url}/whoami", client)
+    assert SERVER_CIPHERS and all("ECDHE" in c["name"] or c["protocol"] == "TLSv1.3"
+                                  for c in server_ssl_context(pki.ca_cert, *pki.nodes[NODE])
+                                  .get_ciphers())
 
 
 @pytest.mark.parametrize(

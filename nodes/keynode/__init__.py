@@ -19,6 +19,7 @@ from nodes.keynode.errors import (
                                   BadRequest,
                                   ExtensionMandatoryUnmet,
                                   ExtensionMandatoryUnsupported,
+                                  Forbidden,
                                   InsufficientKeys,
                                   KeysNotFound,
                                   KMUnreachable,
@@ -28,6 +29,7 @@ from nodes.keynode.errors import (
                                   PayloadTooLarge,
                                   QKDError,
                                   SizeNotMultipleOf8,
+                                  TooManyRequests,
                                   Unauthorized,
 )
 from nodes.keynode.lkm import LocalKeyManager
@@ -65,6 +67,6 @@ __all__ = [
     "SenderQuota",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
     "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
-    "Unauthorized", "UnshipSlice", "check_sae_id", "ignore", "pool_node", "pool_view",
+    "TooManyRequests", "Unauthorized", "UnshipSlice", "Forbidden", "check_sae_id", "ignore", "pool_node", "pool_view",
     "pools_view", "sae_id_problem", "status_view", "sync_view",
 ]

@@ -59,6 +59,22 @@ class Unauthorized(QKDError):
     default_message = "unauthorized"
 
 
+class Forbidden(QKDError):
+    """The caller is known, but this route is for operators (or for the SAE it names)."""
+
+    status = 403
+    default_message = "forbidden"
+
+
+class TooManyRequests(QKDError):
+    """The sender is over its quota of the receiver's pool; ``retry_after_s`` says when the
+    request would pass (the reply's ``Retry-After``)."""
+
+    status = 429
+    default_message = "over the sender's quota"
+    retry_after_s: float = 1.0
+
+
 class NotFound(QKDError):
     """A route or an SAE that does not exist on this node."""
 

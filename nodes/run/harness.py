@@ -28,6 +28,7 @@ from nodes.run.htmlreport import VERDICTS, write_html
 from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario, write_scenario
+from nodes.server import admin_notice
 from nodes.traffic import TraceWriter
 from simulator import ClockError, Progress, Recorder, Simulation, Stalled
 
@@ -86,6 +87,8 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
     def show(network: Network) -> None:
         for lkm_id, node in network.nodes.items():
             announce(f"  {lkm_id}: {node.url}  (KM {network.directory.km_of(lkm_id)})")
+        for notice in sorted({admin_notice(node.config) for node in network.nodes.values()}):
+            announce(f"  {notice}")
 
     try:
         return await _execute(scenario, out_dir, "wall", until_stopped, writer, show,

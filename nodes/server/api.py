@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -38,9 +39,11 @@ from nodes.keynode import (
     Refill,
     Register,
     Sync,
+    TooManyRequests,
     Unauthorized,
     sync_view,
 )
+from nodes.server.access import CONFIG, admit, require_operator
 from nodes.server.observability import NodeLog, caller_for_log, route_of
 from nodes.server.pki import common_name_from_der
 from nodes.server.replies import iso, json_reply, keys_body
@@ -49,7 +52,6 @@ from simulator import ActorRef, Clock
 log = logging.getLogger("qkdsim.api")
 
 LKM = web.AppKey("lkm", ActorRef)
-CONFIG = web.AppKey("config", NodeConfig)
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.yaml")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
@@ -222,10 +224,13 @@ async def _dec_keys(request: web.Request, ids: list[str]) -> web.Response:
 # -- the seed's routes and QuMail's extras ---------------------------------------------------------
 
 async def register(request: web.Request) -> web.Response:
+    operator = admit(request, request.app[CONFIG])
     data = await json_object(request, allow_empty=False)
     sae_id, email = data.get("sae_id"), data.get("user_email")
     if not isinstance(sae_id, str) or not isinstance(email, str) or not email:
         raise BadRequest("sae_id and user_email are required strings")
+    if not operator:  # an SAE may register itself
+        require_operator(request, request.app[CONFIG], owner=sae_id)
     display = data.get("display_name")
     if display is not None and not isinstance(display, str):
         raise BadRequest("display_name must be a string", display_name=_short(display))
@@ -235,22 +240,26 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def refill(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG])
     data = await json_object(request, allow_empty=True)
     message = Refill(request.match_info["sae"], int_field(data, "keys_to_add"))
     return json_reply(await ask(request, message))
 
 
 async def delete_user(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG], owner=request.match_info["sae"])
     return json_reply(await ask(request, DeleteUser(request.match_info["sae"])))
 
 
 async def pools(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG])
     reply = await ask(request, ListPools())
     reply["pools"] = [_with_iso(request, p, "last_sync", "next_sync") for p in reply["pools"]]
     return json_reply(reply)
 
 
 async def km_status(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG])
     reply = await ask(request, GetKmStatus())
     reply["pools"]["pools"] = [_with_iso(request, p, "last_sync", "next_sync")
                                for p in reply["pools"]["pools"]]
@@ -258,6 +267,7 @@ async def km_status(request: web.Request) -> web.Response:
 
 
 async def km_sync(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG])
     data = await json_object(request, allow_empty=True)
     timestamp_s = request.app[CLOCK].now()
     results = await ask(request, Sync("manual", str_list(data, "users"), wait=True))
@@ -362,7 +372,10 @@ def _error_response(request: web.Request, error: QKDError) -> web.Response:
     match_info = request.match_info
     if getattr(match_info, "handler", None) in SEED_HANDLERS:
         body = {"success": False, "error": error.message, **body}
-    return json_reply(body, status=error.status)
+    reply = json_reply(body, status=error.status)
+    if isinstance(error, TooManyRequests):  # RFC 6585: when to try again, in whole seconds
+        reply.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return reply
 
 
 def _with_iso(request: web.Request, view: dict[str, Any], *names: str) -> dict[str, Any]:

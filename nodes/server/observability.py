@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from nodes.keynode import GetKmStatus, ListPools, QKDError
+from nodes.server.access import CONFIG, require_operator
 from nodes.server.pki import common_name_from_der
 from simulator import ActorRef, Clock
 
@@ -225,6 +226,7 @@ class NodeMetrics:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    require_operator(request, request.app[CONFIG])
     node_metrics: NodeMetrics = request.app[METRICS]  # type: ignore[assignment]
     await node_metrics.refresh(request.app[LKM_REF])
     return web.Response(body=node_metrics.exposition(),

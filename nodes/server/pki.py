@@ -291,6 +291,11 @@ def write_pki(
     return PkiFiles(out_dir / f"{CA_STEM}.crt", out_dir / f"{CA_STEM}.key", nodes, saes)
 
 
+#: TLS 1.2 suites a node accepts: forward secrecy (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305)
+#: only, as in Mozilla's "intermediate" profile; no RSA key exchange, CBC, SHA-1 MACs, RC4, 3DES
+SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
+
+
 def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
     """TLS >= 1.2 and strict X.509 checks (the default from Python 3.13 on)."""
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -303,6 +308,7 @@ def server_ssl_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca_cert))
     context.load_cert_chain(str(cert), str(key))
     context.verify_mode = ssl.CERT_REQUIRED  # Purpose.CLIENT_AUTH defaults to CERT_NONE
+    context.set_ciphers(SERVER_CIPHERS)  # TLS 1.2's; TLS 1.3 has only AEAD suites anyway
     return _harden(context)
 
 

@@ -29,6 +29,7 @@ from nodes.keynode import (
     Observer,
     ignore,
 )
+from nodes.server.access import admin_notice
 from nodes.server.api import create_app
 from nodes.server.observability import NodeMetrics, install, tee
 from nodes.server.pki import server_ssl_context
@@ -121,6 +122,7 @@ async def serve_forever(config: NodeConfig, announce: Callable[[str], Any] = pri
     try:
         announce(f"qkdsim LKM {config.local_km_id} (KME {config.kme_id}) serving ETSI GS QKD 014 "
                  f"at {node.url} with database {config.db_path}")
+        announce(admin_notice(config))
         await stop.wait()
         announce("shutting down")
     finally:
