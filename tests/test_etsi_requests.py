@@ -5,19 +5,24 @@ the table) fails here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from nodes.keynode import SenderQuota
 from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus
 from nodes.keynode.requests import REFUSAL_ORDER
-from tests.support import API, Node
+from tests.support import API, Node, served
 
 ALICE, BOB, CAROL, EVE, NOBODY = ("SAE_ALICE_001", "SAE_BOB_001", "SAE_CAROL_001",
                                   "SAE_EVE_001", "SAE_NOBODY")
 MESSAGES = {  # rule -> words of its messages, to tell apart two rules with the same status
     "bounds": ("number", "size"), "not_self": ("differ",), "count": ("at most",),
     "slave_pool": ("registered",), "caller": ("registered",), "enough": ("not enough",),
-    "slave_of_keys": ("slave",), "keys_held": ("not found",),
+    "slave_of_keys": ("slave",), "keys_held": ("not found",), "quota": ("quota",),
 }
+#: a sender quota that lets Alice take 60 keys of Bob's pool, refilling too slowly to matter
+QUOTA = SenderQuota(keys_per_hour=0.001, burst=60)
 
 
 def cases(ids: list[str]) -> list[tuple[object, set[str]]]:
@@ -35,6 +40,9 @@ def cases(ids: list[str]) -> list[tuple[object, set[str]]]:
         (GetKeys(ALICE, ALICE, number=50), {"not_self", "enough"}),
         (GetKeys(ALICE, BOB, number=50), {"enough"}),
         (GetKeys(ALICE, BOB, size_bits=12), {"bounds"}),
+        (GetKeys(ALICE, BOB, number=61), {"bounds", "enough"}),  # more than the quota's burst
+        (GetKeys(ALICE, BOB, number=58), {"quota", "enough"}),  # 57 left of the 60
+        (GetKeys(ALICE, BOB, number=58, size_bits=12), {"bounds", "quota"}),
         (GetKeysWithIds(EVE, ALICE, tuple(many)), {"caller", "count"}),
         (GetKeysWithIds(BOB, ALICE, tuple(many)), {"count", "keys_held"}),
         (GetKeysWithIds(CAROL, ALICE, (*ids[:1], "qk_unknown")), {"slave_of_keys", "keys_held"}),
@@ -47,7 +55,12 @@ def first_broken(message: object, broken: set[str]) -> str:
     return next(rule.key for rule in REFUSAL_ORDER[type(message)] if rule.key in broken)
 
 
-async def test_every_request_is_refused_by_the_first_rule_the_table_lists(node: Node) -> None:
+async def test_every_request_is_refused_by_the_first_rule_the_table_lists(tmp_path: Path) -> None:
+    async with served(tmp_path, sender_quota=QUOTA) as node:
+        await refused_in_table_order(node)
+
+
+async def refused_in_table_order(node: Node) -> None:
     for sae in (ALICE, BOB, CAROL):
         await node.register(sae, pool=20)
     status, body = await node.call(ALICE, "POST", f"{API}/{BOB}/enc_keys", json={"number": 3})

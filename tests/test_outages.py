@@ -23,6 +23,8 @@ TWINS = {  # scenario -> the tightened expectation its twin carries instead of t
     "link_cut_no_path": {"max_failed_sends": 100},
     "lkm_crash": {"max_failed_sends": 5},
     "partition_heal": {"max_syncs": {"reason": "any", "count": 1}},
+    # the quota held Mallory back thousands of times: a bound of 100 refusals cannot hold
+    "greedy_sender": {"max_failed_sends": {"count": 100, "sender": "SAE_MALLORY_001"}},
 }
 
 

@@ -45,6 +45,7 @@ from nodes.keynode.messages import (
     ignore,
 )
 from nodes.keynode.naming import check_sae_id, pool_node
+from nodes.keynode.quota import SenderBuckets
 from nodes.keynode.requests import KEY_REQUESTS, Plan, plan
 from nodes.keynode.retry import RetryTimers
 from nodes.keynode.store import KeyStore, PoolStatus, audit, pools, shipping, synclog
@@ -78,6 +79,7 @@ class LocalKeyManager(Actor):
         self.observe = observe
         self.directory = directory or Directory()
         self.batchable = frozenset() if config.inline_store else KEY_REQUESTS
+        self.quota = SenderBuckets(config.sender_quota) if config.sender_quota else None
         self._store: KeyStore | None = None
         self._local: set[str] | None = None  # who is at home here (this actor is the only writer)
         self.sync = SyncScheduler(config.sync)
@@ -189,14 +191,14 @@ class LocalKeyManager(Actor):
 
     def pool_changed(self, pool: PoolStatus) -> None:
         """Queue a threshold or emergency sync if the pool is below either level."""
-        if self.sync.level(_level(pool), self.clock.now()) is not None:
+        if self.sync.level(PoolLevel.of(pool), self.clock.now()) is not None:
             self._start_worker()
 
     async def pool_drained(self, sae_id: str, reserve_hit: bool = False) -> None:
         """As pool_changed; a pool that kept keys back for its reserve is topped up at once."""
         if (pool := await self.store.read(pools.status(sae_id))) is None:
             return
-        if reserve_hit and self.sync.request("threshold", _level(pool)):
+        if reserve_hit and self.sync.request("threshold", PoolLevel.of(pool)):
             self._start_worker()
         self.pool_changed(pool)
 
@@ -208,7 +210,7 @@ class LocalKeyManager(Actor):
             return False
         if await self.store.read(pools.status(sae_id)) is None:
             await self._add_remote(AddRemote(sae_id, home, self._slice_size()))
-            if self.sync.request("emergency", _level(await self._pool(sae_id))) is not None:
+            if self.sync.request("emergency", PoolLevel.of(await self._pool(sae_id))) is not None:
                 self._start_worker()
         return True
 
@@ -315,7 +317,7 @@ class LocalKeyManager(Actor):
         else:
             targets = [p for p in await self.store.read(pools.all_pools)
                        if p.available_keys < p.pool_size_limit]
-        orders = [order for order in (self.sync.request(msg.reason, _level(p)) for p in targets)
+        orders = [order for order in (self.sync.request(msg.reason, PoolLevel.of(p)) for p in targets)
                   if order is not None]
         if orders:
             self._start_worker(at_once=msg.wait)
@@ -343,7 +345,7 @@ class LocalKeyManager(Actor):
         except NotFound:  # deleted meanwhile
             self.sync.forget(msg.sae_id)
             return
-        if self.sync.request("retry", _level(pool)) is not None:
+        if self.sync.request("retry", PoolLevel.of(pool)) is not None:
             self._start_worker()
 
     async def _launched(self, msg: LaunchSync) -> None:
@@ -390,9 +392,4 @@ class LocalKeyManager(Actor):
         except KMUnreachable:
             self.sync.km_available = False
             return []
-
-
-def _level(pool: PoolStatus) -> PoolLevel:
-    return PoolLevel(pool.sae_id, pool.available_keys, pool.pool_size_limit,
-                     pool.key_size_bits, pool.home_lkm)
 

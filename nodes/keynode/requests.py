@@ -27,10 +27,12 @@ from nodes.keynode.errors import (
     NotFound,
     QKDError,
     SizeNotMultipleOf8,
+    TooManyRequests,
     Unauthorized,
 )
 from nodes.keynode.messages import GetKeys, GetKeysWithIds, GetStatus
 from nodes.keynode.naming import pool_node
+from nodes.keynode.quota import SenderBuckets
 from nodes.keynode.store import Key, KeyStore, PoolStatus, Txn, delivery, pools
 from nodes.keynode.views import status_view
 
@@ -62,6 +64,8 @@ REFUSAL_ORDER: dict[type, tuple[Refusal, ...]] = {
         Refusal("caller", "the caller is an SAE registered here", Unauthorized, "node"),
         Refusal("bounds", "number, size, additional slaves and extensions are supported",
                 BadRequest, "node"),
+        Refusal("quota", "the caller is within its sender quota of the slave's pool",
+                TooManyRequests, "node"),
         Refusal("slave_pool", "the slave has a pool at this LKM", NotFound, "store"),
         Refusal("not_self", "the slave is not the caller", BadRequest, "store"),
         Refusal("enough", "the pool holds enough key material for the whole request",
@@ -83,6 +87,7 @@ class KeyNode(Protocol):
     name: str
     config: NodeConfig
     directory: Directory
+    quota: SenderBuckets | None
 
     @property
     def store(self) -> KeyStore: ...
@@ -149,6 +154,9 @@ class EncKeysRequest(Request):
         if not 1 <= msg.number <= cfg.max_keys_per_request:
             return BadRequest(f"number must be between 1 and {cfg.max_keys_per_request}",
                               number=msg.number)
+        if self.node.quota is not None and msg.number > self.node.quota.quota.burst:
+            return BadRequest(f"number: at most {self.node.quota.quota.burst} keys per request "
+                              "under this node's sender quota", number=msg.number)
         if size % 8:
             return SizeNotMultipleOf8(size=size)
         if not cfg.min_key_size_bits <= size <= cfg.max_key_size_bits:
@@ -157,6 +165,16 @@ class EncKeysRequest(Request):
         if msg.additional_slaves:
             return BadRequest("additional_slave_SAE_IDs is not supported (max_SAE_ID_count is 0)")
         return self._extensions_refusal()
+
+    def check_quota(self) -> QKDError | None:
+        msg, node = self.message, self.node
+        if node.quota is None:
+            return None
+        refusal = node.quota.refusal(msg.caller, msg.slave, msg.number, node.now())
+        if refusal is not None:  # recorded: who was held back, from whose pool
+            node.observe("quota", node.name, pool=pool_node(node.name, msg.slave),
+                         master=msg.caller, slave=msg.slave, keys=msg.number)
+        return refusal
 
     def _extensions_refusal(self) -> QKDError | None:
         msg = self.message
@@ -189,6 +207,8 @@ class EncKeysRequest(Request):
         if isinstance(outcome, QKDError):
             raise outcome
         keys, after = outcome
+        if node.quota is not None:
+            node.quota.charge(msg.caller, msg.slave, len(keys), node.now())
         node.observe("delivery", node.name, pool=pool_node(node.name, msg.slave),
                      master=msg.caller, slave=msg.slave, keys=len(keys))
         node.pool_changed(after)

@@ -32,9 +32,12 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from nodes.keynode.config import SyncPolicy
+
+if TYPE_CHECKING:
+    from nodes.keynode.store import PoolStatus
 
 SYNC_REASONS = ("scheduled", "threshold", "emergency", "manual", "retry")
 RETRY_S = 300.0  # the first wait after a failed sync, doubling per failure...
@@ -51,6 +54,11 @@ class PoolLevel(NamedTuple):
     limit: int
     key_size_bits: int
     home_lkm: str | None = None  # a slice of a pool homed there; None: a home pool
+
+    @classmethod
+    def of(cls, pool: PoolStatus) -> PoolLevel:
+        return cls(pool.sae_id, pool.available_keys, pool.pool_size_limit, pool.key_size_bits,
+                   pool.home_lkm)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Sequence
@@ -28,6 +29,7 @@ from nodes.keynode import (
     ListPools,
     NodeConfig,
     Register,
+    SenderQuota,
     Sync,
     SyncPolicy,
     pool_node,
@@ -47,6 +49,7 @@ from nodes.run.capacity import slice_pairs, slice_size
 from nodes.run.expect import LINK_BUFFER_BITS
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
+from nodes.run.scenario import SenderQuota as ScenarioQuota
 from nodes.server import ServedNode, safe_file_stem
 from nodes.traffic import (
     DirectTransport,
@@ -181,7 +184,9 @@ class Network:
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
             inline_store=self.scenario.clock == "virtual" and not self.serving,
             seed=self.scenario.seed, profile=settings.profile,
-            status_shape=settings.status_shape)
+            status_shape=settings.status_shape, sender_quota=_quota(settings.sender_quota),
+            operators=self.scenario.operators,
+            admin_token=os.environ.get("ADMIN_TOKEN") or None if self.serving else None)
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:
@@ -342,3 +347,10 @@ class Network:
             await self.session.close()
         for node in self.nodes.values():
             await node.stop()
+
+
+def _quota(quota: ScenarioQuota | None) -> SenderQuota | None:
+    """A scenario's sender quota for the node; the burst defaults to an hour's worth."""
+    if quota is None:
+        return None
+    return SenderQuota(quota.keys_per_hour, quota.burst or max(1, math.ceil(quota.keys_per_hour)))

@@ -36,6 +36,8 @@ Events (`Recorder.event(t_s, kind, node, **data)`):
 - `failure`   one failed send. node = the sending SAE. data: `to` (receiver SAE),
               `reason` (short machine-readable cause, e.g. "no_keys", "http_503").
 - `consumed`  node = the LKM whose slave read keys (dec_keys). data: `keys`, `master`, `slave`.
+- `quota`     node = the LKM that refused a sender over its quota (429). data: `pool`, `master`
+              (the sender), `slave` (the receiver), `keys` (asked for).
 - `outage`    node = the target ("KM1", "KM1-KM2", "LKM_B"; "partition" for partitions).
               data: `phase` ("start" | "end"), `outage` (down | crash | degrade | partition |
               latency | qber_rise). An outage without `for` has no "end" event.
@@ -66,7 +68,7 @@ from simulator import Recorder, format_duration
 
 #: events that come with every request: a run keeps their running totals, not the events
 PER_REQUEST_KINDS = ("delivery", "consumed", "failure", "receive_failure", "replay", "copies",
-                     "marked_consumed")
+                     "marked_consumed", "quota")
 
 POOL_KEYS = "pool_keys"
 LINK_BUFFER_BITS = "link_buffer_bits"
@@ -130,6 +132,8 @@ def expectation_name(expectation: Expectation) -> str:
         return f"{kind}: {expectation.reason} {op} {expectation.count}"
     if expectation.duration_s is not None:
         return f"{kind}: {format_duration(expectation.duration_s)}"
+    if expectation.sender is not None:
+        return f"{kind}: {expectation.count} from {expectation.sender}"
     if expectation.count is not None:
         return f"{kind}: {expectation.count}"
     return kind
@@ -170,11 +174,12 @@ def _audit_zero(audit: Mapping[str, object], key: str, what: str) -> tuple[bool,
 def _max_failed_sends(
     expectation: Expectation, recorder: Recorder, audit: Mapping[str, object]
 ) -> tuple[bool, str]:
-    maximum = _required(expectation.count)
-    failed = recorder.count_events("failure")
+    maximum, sender = _required(expectation.count), expectation.sender
+    failed = recorder.count_events("failure", sender)
+    what = "failed sends" if sender is None else f"failed sends from {sender}"
     if failed > maximum:
-        return False, f"failed sends: {failed} > max {maximum}"
-    return True, f"failed sends: {failed} <= max {maximum}"
+        return False, f"{what}: {failed} > max {maximum}"
+    return True, f"{what}: {failed} <= max {maximum}"
 
 
 def _syncs(

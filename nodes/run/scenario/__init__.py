@@ -24,6 +24,7 @@ from nodes.run.scenario.schema import (
                                        MailTraffic,
                                        Outage,
                                        ReplayTraffic,
+                                       SenderQuota,
                                        SyncCount,
                                        SyncOverride,
                                        SyncPolicy,
@@ -32,6 +33,7 @@ from nodes.run.scenario.schema import (
 __all__ = [
     "BARE_EXPECTATIONS", "DecoyParams", "Defaults", "Expectation", "KM", "LKM", "LKMSettings", "Link",
     "MailTraffic", "Outage", "PathErrors", "RatePoint", "ReplayTraffic", "SAE", "Scenario",
+    "SenderQuota",
     "ScenarioError", "SyncCount", "SyncOverride", "SyncPolicy", "load_scenario", "write_scenario",
     "parse_scenario", "reference_errors", "scenario_json_schema", "target_kinds",
 ]

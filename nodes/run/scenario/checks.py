@@ -37,7 +37,14 @@ def reference_errors(s: Scenario) -> list[tuple[Loc, str]]:
         *_traffic_errors(s),
         *_outage_errors(s),
         *_clock_errors(s),
+        *_expectation_errors(s),
     ]
+
+
+def _expectation_errors(s: Scenario) -> list[tuple[Loc, str]]:
+    saes = {sae.id for sae in s.saes}
+    return [(("expect", i, "max_failed_sends", "sender"), f"unknown SAE '{e.sender}'")
+            for i, e in enumerate(s.expect) if e.sender is not None and e.sender not in saes]
 
 
 def _id_errors(s: Scenario) -> list[tuple[Loc, str]]:

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from nodes.run.scenario.base import (
     Count,
     Frozen,
+    Id,
     PathErrors,
     PositiveSeconds,
     Seconds,
@@ -31,6 +32,7 @@ from nodes.run.scenario.schema import (
     Defaults,
     Expectation,
     Outage,
+    SenderQuota,
     SyncPolicy,
     Traffic,
     _OrBareName,
@@ -52,6 +54,7 @@ class LKMSettings:
     port: int | None
     profile: str = "etsi"
     status_shape: str = "auto"
+    sender_quota: SenderQuota | None = None
 
 
 class Scenario(Frozen):
@@ -75,6 +78,9 @@ class Scenario(Frozen):
         0.001, ge=0, alias="hop_processing",
         description="a KM's time to forward one relay message (OTP and authentication)")
     defaults: Defaults = Field(default_factory=Defaults)
+    operators: tuple[Id, ...] = Field(
+        (), description="client certificate CNs that may use a served LKM's admin routes (with "
+        "ADMIN_TOKEN, the bearer token, from the environment); docs/architecture.md")
     kms: tuple[KM, ...] = Field(min_length=1)
     links: tuple[Link, ...] = ()
     lkms: tuple[LKM, ...] = Field(min_length=1)
@@ -184,6 +190,7 @@ class Scenario(Frozen):
             port=lkm.port,
             profile=lkm.profile or base.profile,
             status_shape=lkm.status_shape or base.status_shape,
+            sender_quota=lkm.sender_quota or base.sender_quota,
         )
 
     def sae_pool_size(self, sae_id: str) -> int:

@@ -78,6 +78,15 @@ class SyncOverride(Frozen):
     emergency: Ratio | None = None
 
 
+class SenderQuota(Frozen):
+    """How much of one receiver's pool one sender may take: a token bucket of `burst` keys
+    that refills at `keys_per_hour` (simulated time; wall time when served)."""
+
+    keys_per_hour: float = Field(gt=0)
+    burst: PositiveCount | None = Field(
+        None, description="the most keys a sender may take at once (default: an hour's worth)")
+
+
 class Defaults(Frozen):
     """Settings every LKM gets unless it overrides them."""
 
@@ -96,6 +105,9 @@ class Defaults(Frozen):
         "(etsi), also the top level (seed), or by the caller's mode (auto: top level for an "
         "X-SAE-ID caller; docs/conformance.md)")
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
+    sender_quota: SenderQuota | None = Field(
+        None, description="a per-sender quota on each receiver's pool: a sender over it gets "
+        "429 with Retry-After (docs/architecture.md, 'Who may do what')")
 
 
 class KM(Frozen):
@@ -117,6 +129,7 @@ class LKM(Frozen):
     profile: Profile | None = None
     status_shape: StatusShape | None = None
     sync: SyncOverride | None = None
+    sender_quota: SenderQuota | None = None
     port: int | None = Field(None, ge=1, le=65535, strict=True)
 
 
@@ -197,6 +210,13 @@ class SyncCount(Frozen):
     count: Count
 
 
+class SenderCount(Frozen):
+    """Argument of max_failed_sends for one sender: at most `count` failed sends from `sender`."""
+
+    count: Count
+    sender: Id
+
+
 BARE_EXPECTATIONS = ("no_key_reuse", "all_received_keys_match")
 
 
@@ -208,7 +228,9 @@ class Expectation(Frozen):
 
     no_key_reuse: Literal[True] | None = None
     all_received_keys_match: Literal[True] | None = None
-    max_failed_sends: Count | None = None
+    max_failed_sends: Count | SenderCount | None = Field(
+        None, description="a bound on failed sends: a count for all senders, or "
+        "{count, sender} for one")
     min_syncs: SyncCount | None = None
     max_syncs: SyncCount | None = None
     pool_never_empty_longer_than: Seconds | None = None
@@ -242,7 +264,16 @@ class Expectation(Frozen):
     def count(self) -> int | None:
         """The bound of max_failed_sends, min_syncs and max_syncs."""
         syncs = self.min_syncs or self.max_syncs
-        return syncs.count if syncs else self.max_failed_sends
+        failed = self.max_failed_sends
+        if isinstance(failed, SenderCount):
+            return failed.count
+        return syncs.count if syncs else failed
+
+    @property
+    def sender(self) -> str | None:
+        """The one sender a max_failed_sends counts, or None for all."""
+        failed = self.max_failed_sends
+        return failed.sender if isinstance(failed, SenderCount) else None
 
     @property
     def reason(self) -> str | None:
