@@ -187,3 +187,34 @@ async def test_a_served_node_prints_who_may_use_its_admin_routes(tmp_path: Path)
     await asyncio.wait_for(task, 30)
     assert any("ADMIN_TOKEN" in line and "operators" in line for line in lines), lines
     assert not any(TOKEN in line for line in lines)
+
+
+def test_the_readme_safe_node_session_works_as_written(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import shutil
+    import subprocess
+
+    from tests.test_serve import Server, free_port
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("<!-- safe-session -->", 1)[1].split("<!-- /safe-session -->", 1)[0]
+    port = str(free_port())
+    commands = [line.replace("8011", port) for line in block.splitlines()
+                if line.startswith("curl ")]
+    server = Server({"USER_KEY_POOL_DB": str(tmp_path / "safe.db"), "PORT": port,
+                     "ADMIN_TOKEN": TOKEN})
+    try:
+        replies = []
+        for command in commands:
+            args = shlex.split(command.replace("$ADMIN_TOKEN", TOKEN)) + ["-w", "\n%{http_code}"]
+            result = subprocess.run(args, capture_output=True, text=True, timeout=20,
+                                    env={**os.environ, "ADMIN_TOKEN": TOKEN})
+            body, _, code = result.stdout.rpartition("\n")
+            replies.append((int(code), json.loads(body)))
+    finally:
+        code, out = server.stop()
+    assert [status for status, _ in replies] == [201, 403, 403, 200]
+    assert replies[3][1]["pools"][0]["user_email"] == "alice@example.com"
+    assert "admin routes are for operators" in out and TOKEN not in out
