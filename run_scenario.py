@@ -7,6 +7,8 @@
   run_scenario.py validate SCENARIO.yaml     check a scenario, print its errors
   run_scenario.py schema                     print the scenario JSON Schema
   run_scenario.py report DIR                 rebuild a run's summary and plots from its files
+  run_scenario.py sweep SWEEP.yaml [--engine local|ray] [--address ADDR] [--jobs N] [--out DIR]
+                                             many runs across seeds and parameters
   run_scenario.py pki --out DIR --sae ID...  write a CA, node and SAE certificates
   run_scenario.py linkrate [--preset NAME] [--param NAME=VALUE] [--compare]   key rate vs distance
   run_scenario.py linkrate --calibration     print docs/link-models.md's calibration table
@@ -280,8 +282,65 @@ def report_main(argv: list[str]) -> int:
     return outcome.exit_code
 
 
+def sweep_main(argv: list[str]) -> int:
+    from nodes.sweep import ENGINES, EngineError, SweepError, load_sweep, print_progress, run_sweep
+
+    parser = argparse.ArgumentParser(
+        prog="run_scenario.py sweep",
+        description="Run a scenario across seeds and parameters (a sweep file: scenario, vary, "
+                    "zip, seeds, collect); writes sweep.csv, plots/, report.html and runs/<id>/. "
+                    "A rerun into the same --out skips the runs already done.")
+    parser.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: a process pool here (default); ray: a Ray task per run")
+    parser.add_argument("--address", help="with --engine ray: a running cluster (ray start "
+                        "--head prints it); default: a local Ray instance for this sweep")
+    parser.add_argument("--jobs", type=positive_int, help="runs at once (default: CPUs)")
+    parser.add_argument("--out", type=Path, help="results folder (default results/sweep-<name>)")
+    args = parser.parse_args(argv)
+    if args.address and args.engine != "ray":
+        print("error: --address goes with --engine ray", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sweep = load_sweep(args.sweep)
+    except SweepError as error:
+        print(f"invalid sweep {args.sweep}:", file=sys.stderr)
+        for line in error.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    out_dir = args.out or Path("results") / f"sweep-{sweep.name}"
+    problem = unwritable(out_dir)
+    if problem is not None:
+        print(f"error: --out {out_dir}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcome = run_sweep(sweep, out_dir, args.engine, args.jobs, args.address, print_progress)
+    except EngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    counts: dict[str, int] = {}
+    for row in outcome.rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"sweep {sweep.name}: {len(outcome.rows)} runs ({outcome.ran} run now, "
+          f"{outcome.skipped} already done): " +
+          ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for row in outcome.rows:
+        if row["status"] in ("invalid", "error"):
+            params = ", ".join(f"{p}={row[p]}" for p in sweep.parameters)
+            print(f"  {row['status']}: {params}, seed {row['seed']}: {row['message']}")
+    print(f"results in {out_dir}/ (sweep.csv, plots/, report.html, runs/)")
+    return outcome.exit_code
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 COMMANDS = {"pki": pki_main, "validate": validate_main, "schema": schema_main,
-            "linkrate": linkrate_main, "report": report_main}
+            "linkrate": linkrate_main, "report": report_main, "sweep": sweep_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,5 +14,6 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "nodes.traffic": ("simulator", "nodes.keynode", "nodes.server"),
     "nodes.run": ("simulator", "nodes.keynode", "nodes.network", "nodes.server",
                   "nodes.traffic"),
-    "run_scenario": ("nodes.run", "nodes.server", "nodes.keynode", "simulator"),
+    "nodes.sweep": ("simulator", "nodes.run"),
+    "run_scenario": ("nodes.sweep", "nodes.run", "nodes.server", "nodes.keynode", "simulator"),
 }

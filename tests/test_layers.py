@@ -18,7 +18,9 @@ CODE = sorted([*ROOT.glob("simulator/**/*.py"), *ROOT.glob("nodes/**/*.py"),
 LIBRARIES = {
     "sqlite3": ("nodes/keynode/store/",),
     "aiosqlite": ("nodes/keynode/store/",),
-    "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py", "nodes/run/poolplots.py"),
+    "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py", "nodes/run/poolplots.py",
+                   "nodes/sweep/outputs.py"),
+    "ray": ("nodes/sweep/engines.py",),
     "aiohttp": ("nodes/server/", "nodes/traffic/", "nodes/run/builder.py"),
     "networkx": ("nodes/network/",),
 }
