@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 SCENARIO ?= scenarios/quickstart.yaml
 
-.PHONY: run test lint lock serve bench clean
+.PHONY: run test lint lock serve bench wheel clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/scaling.py --sizes 10 100 1000
 	$(BIN)/python bench/soak.py
 
+# the wheel a client project installs (it carries the qkd_network pytest plugin)
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+
 # constraints.txt again, from a fresh venv resolved from pyproject.toml alone
 lock:
 	rm -rf .venv-lock
@@ -48,4 +52,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis
+	rm -rf $(VENV) results dist .pytest_cache .hypothesis

@@ -15,5 +15,6 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "nodes.run": ("simulator", "nodes.keynode", "nodes.network", "nodes.server",
                   "nodes.traffic"),
     "nodes.sweep": ("simulator", "nodes.run"),
+    "nodes.testing": ("simulator", "nodes.keynode", "nodes.server", "nodes.run"),
     "run_scenario": ("nodes.sweep", "nodes.run", "nodes.server", "nodes.keynode", "simulator"),
 }

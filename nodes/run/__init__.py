@@ -8,6 +8,7 @@ Its public surface is ``__all__``; what runs a scenario imports only these names
 
 from nodes.run.builder import Network, unsupported
 from nodes.run.capacity import capacity_warnings
+from nodes.run.control import OutageControl, OutageError
 from nodes.run.expect import ExpectationResult, evaluate
 from nodes.run.harness import RunOutcome, format_outcome, run, serve
 from nodes.run.linkrate import LinkRateError, calibration_markdown, link_rate_report
@@ -23,6 +24,7 @@ from nodes.run.scenario import (
 )
 
 __all__ = [
+    "OutageControl", "OutageError",
     "ExpectationResult", "Network", "capacity_warnings", "OUTAGES", "RunOutcome", "Scenario", "ScenarioError",
     "LinkRateError", "calibration_markdown", "link_rate_report",
     "evaluate", "format_outcome", "load_scenario", "parse_scenario", "run",

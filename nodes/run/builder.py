@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import aiohttp
 
@@ -32,6 +32,7 @@ from nodes.keynode import (
     SenderQuota,
     Sync,
     SyncPolicy,
+    TlsFiles,
     pool_node,
 )
 from nodes.network import (
@@ -125,7 +126,8 @@ def flows_by_sender(scenario: Scenario) -> dict[str, list[Flow]]:
 
 class Network:
     def __init__(self, scenario: Scenario, sim: Simulation, state_dir: Path,
-                 trace: TraceWriter | None = None, serving: bool = False) -> None:
+                 trace: TraceWriter | None = None, serving: bool = False,
+                 tls: Mapping[str, TlsFiles] | None = None) -> None:
         errors = unsupported(scenario)
         if errors:
             raise ScenarioError(errors)
@@ -133,6 +135,7 @@ class Network:
         self.sim = sim
         self.trace = trace
         self.serving = serving
+        self.tls = dict(tls or {})  # LKM -> its certificate, when served over mutual TLS
         self.state_dir = state_dir
         self.audit = MailAudit()
         self.directory = directory_of(scenario)
@@ -186,7 +189,8 @@ class Network:
             seed=self.scenario.seed, profile=settings.profile,
             status_shape=settings.status_shape, sender_quota=_quota(settings.sender_quota),
             operators=self.scenario.operators,
-            admin_token=os.environ.get("ADMIN_TOKEN") or None if self.serving else None)
+            admin_token=os.environ.get("ADMIN_TOKEN") or None if self.serving else None,
+            use_https=lkm_id in self.tls, tls=self.tls.get(lkm_id))
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
+from nodes.keynode import TlsFiles
 from nodes.run.builder import Network, clear_state
+from nodes.run.control import OutageControl
 from nodes.run.expect import (
     PER_REQUEST_KINDS,
     ExpectationResult,
@@ -61,15 +64,22 @@ async def run(scenario: Scenario, out_dir: Path, progress: Progress | None = Non
 
 async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
                 announce: Callable[[str], Any] = print,
-                stop: asyncio.Event | None = None) -> RunOutcome:
+                stop: asyncio.Event | None = None,
+                ready: Callable[[Network, OutageControl], None] | None = None,
+                tls: Mapping[str, TlsFiles] | None = None) -> RunOutcome:
     """Run a scenario in wall-clock time with its LKMs open to external clients, until its
-    duration ends or ``stop`` is set (SIGINT/SIGTERM set it), then report as for any run."""
+    duration ends or ``stop`` is set (SIGINT/SIGTERM set it, when served from the main
+    thread), then report as for any run. ``ready`` gets the network once every LKM answers,
+    with the control that injects outages into it. ``tls`` serves the LKMs it names over
+    mutual TLS with those files."""
     stop = stop or asyncio.Event()
     writer = TraceWriter(record) if record is not None else None
+    signals = (signal.SIGINT, signal.SIGTERM) \
+        if threading.current_thread() is threading.main_thread() else ()
 
     async def until_stopped(sim: Simulation) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.add_signal_handler(signum, stop.set)
         announce(f"serving {scenario.name} in wall-clock time (x{scenario.time_scale:g}); "
                  "Ctrl-C writes the results")
@@ -81,7 +91,7 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
             for task in (waiter, runner):
                 task.cancel()
             await asyncio.gather(waiter, runner, return_exceptions=True)
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
 
     def show(network: Network) -> None:
@@ -89,10 +99,12 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
             announce(f"  {lkm_id}: {node.url}  (KM {network.directory.km_of(lkm_id)})")
         for notice in sorted({admin_notice(node.config) for node in network.nodes.values()}):
             announce(f"  {notice}")
+        if ready is not None:
+            ready(network, OutageControl(network.sim, network, scenario))
 
     try:
         return await _execute(scenario, out_dir, "wall", until_stopped, writer, show,
-                              serving=True)
+                              serving=True, tls=tls)
     finally:
         if writer is not None:
             writer.close()
@@ -102,7 +114,8 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                    drive: Callable[[Simulation], Awaitable[None]],
                    trace: TraceWriter | None = None,
                    started: Callable[[Network], None] | None = None,
-                   stall_s: float = STALL_S, serving: bool = False) -> RunOutcome:
+                   stall_s: float = STALL_S, serving: bool = False,
+                   tls: Mapping[str, TlsFiles] | None = None) -> RunOutcome:
     """Build, drive and report. A served run samples its pools once more when it stops (the
     summary is then current), and when stopped before its duration it reports the
     expectations that need the whole duration as not evaluated."""
@@ -115,7 +128,7 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     sim.recorder.stream_to(out_dir)  # rows reach the files as they come (flushed each second)
     write_scenario(scenario, out_dir)  # what `run_scenario.py report DIR` rebuilds from
     flusher = asyncio.ensure_future(_flush_every_second(sim)) if clock == "wall" else None
-    network = Network(scenario, sim, state_dir, trace, serving=clock == "wall")
+    network = Network(scenario, sim, state_dir, trace, serving=clock == "wall", tls=tls)
     setup_s = 0.0
     engine_error: str | None = None
     audit: dict[str, int] = {}

@@ -39,7 +39,7 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_error_lines(exc, source)) from None
+        raise ScenarioError(error_lines(exc, source)) from None
 
 
 def write_scenario(scenario: Scenario, out_dir: Path | str) -> Path:
@@ -97,7 +97,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str = "") -> str:
 _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field missing"}
 
 
-def _error_lines(exc: ValidationError, source: str) -> list[str]:
+def error_lines(exc: ValidationError, source: str) -> list[str]:
     lines: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(part for part in err["loc"] if not str(part).startswith("<"))
