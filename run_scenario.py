@@ -3,6 +3,7 @@
 
   run_scenario.py SCENARIO.yaml [--out DIR] [--seed N] [--until DURATION]   run a scenario
   run_scenario.py SCENARIO.yaml --serve [--record trace.jsonl]   serve it in wall time
+  run_scenario.py SCENARIO.yaml --serve --dashboard [HOST:]PORT   ...with a live dashboard
   run_scenario.py --serve                    serve one LKM configured by the seed's env variables
   run_scenario.py validate SCENARIO.yaml     check a scenario, print its errors
   run_scenario.py schema                     print the scenario JSON Schema
@@ -247,7 +248,11 @@ def run_main(args: argparse.Namespace) -> int:
     progress = Progress()
     announce = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        if args.serve:
+        if args.serve and args.dashboard is not None:
+            from nodes.dashboard import serve_with_dashboard
+            outcome = asyncio.run(serve_with_dashboard(scenario, out_dir, args.record, announce,
+                                                       args.dashboard))
+        elif args.serve:
             outcome = asyncio.run(serve(scenario, out_dir, args.record, announce))
         else:
             outcome = asyncio.run(run(scenario, out_dir, progress))
@@ -361,7 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", help="override the scenario's duration, e.g. 2d")
     parser.add_argument("--record", type=Path,
                         help="with --serve: write every external request to this trace (JSONL)")
+    parser.add_argument("--dashboard", metavar="[HOST:]PORT",
+                        help="with --serve: a live dashboard with fault injection on this port "
+                             "(loopback unless a host is given; then it needs the printed token)")
     args = parser.parse_args(argv)
+    if args.dashboard is not None and args.scenario is None:
+        print("error: --dashboard serves a scenario: give a scenario file", file=sys.stderr)
+        return EXIT_USAGE
     if args.serve and args.scenario is None:
         return serve_node_main()
     if args.scenario is None:
@@ -371,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.record is not None and not args.serve:
         print("error: --record goes with --serve", file=sys.stderr)
         return EXIT_USAGE
+    if args.dashboard is not None:
+        from nodes.dashboard import AddressError, parse_address
+        try:
+            parse_address(args.dashboard)
+        except AddressError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.serve:
+            print("error: --dashboard goes with --serve", file=sys.stderr)
+            return EXIT_USAGE
     return run_main(args)
 
 

@@ -25,7 +25,7 @@ import json
 import math
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +101,8 @@ class Recorder:
         self._last_of: dict[tuple[str, str], float] = {}  # on file: each series' last time
         self._samples_read = False
         self._last_t_s = 0.0
+        #: called with each row as it is recorded (a live view): Sample or Event
+        self.listeners: list[Callable[[Sample | Event], None]] = []
 
     @classmethod
     def from_files(cls, out_dir: Path | str, *summarised: str) -> Recorder:
@@ -170,6 +172,8 @@ class Recorder:
             self._last_of[key] = t_s
             self._last_t_s = max(self._last_t_s, t_s)
             self._sink.sample((format_float(t_s), node, metric, format_float(value)))
+            for listener in self.listeners:
+                listener(Sample(t_s, node, metric, value))
             return
         assert self._files is None, "this recorder answers from its files"
         self._keep_sample(t_s, node, metric, value)
@@ -199,6 +203,8 @@ class Recorder:
         if self._sink is not None:
             self._tallied(kind).add(event)
             self._sink.event(event_json(event) + "\n")
+            for listener in self.listeners:
+                listener(event)
             return
         assert self._files is None, "this recorder answers from its files"
         if (tally := self._tallies.get(kind)) is not None:

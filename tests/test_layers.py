@@ -21,7 +21,7 @@ LIBRARIES = {
     "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py", "nodes/run/poolplots.py",
                    "nodes/sweep/outputs.py"),
     "ray": ("nodes/sweep/engines.py",),
-    "aiohttp": ("nodes/server/", "nodes/traffic/", "nodes/run/builder.py"),
+    "aiohttp": ("nodes/server/", "nodes/traffic/", "nodes/run/builder.py", "nodes/dashboard/"),
     "networkx": ("nodes/network/",),
 }
 #: modules allowed past MAX_LINES, and why

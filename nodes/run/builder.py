@@ -47,6 +47,7 @@ from nodes.network import (
     km_graph,
 )
 from nodes.run.capacity import slice_pairs, slice_size
+from nodes.run.control import OutageControl
 from nodes.run.expect import LINK_BUFFER_BITS
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
@@ -204,8 +205,9 @@ class Network:
     async def _start_replay(self, path: Path) -> None:
         assert self.session is not None
         urls = {lkm_id: node.url for lkm_id, node in self.nodes.items()}
+        control = OutageControl(self.sim, self, self.scenario)  # the trace's injected outages
         replayer = Replayer(load_trace(path), urls, self.session, self.sim.clock,
-                            self.sim.record)
+                            self.sim.record, control.replay)
         await self.sim.spawn(replayer)
 
     def _served_node(self, lkm_id: str, config: NodeConfig) -> ServedNode:

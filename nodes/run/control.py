@@ -12,7 +12,7 @@ Call from the network's own event loop (the plugin hops threads for its caller).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -34,16 +34,21 @@ class Injected:
     outage: Outage
     effect: Effect
     started_s: float
+    spec: dict[str, Any]
     ending: Timer | None = None
 
 
 class OutageControl:
     """The outages injected into one running network, by ID."""
 
-    def __init__(self, sim: Simulation, fabric: Fabric, scenario: Scenario) -> None:
-        self.sim, self.fabric, self.scenario = sim, fabric, scenario
+    def __init__(self, sim: Simulation, fabric: Fabric, scenario: Scenario,
+                 journal: Callable[[str, str, Mapping[str, Any]], None] | None = None) -> None:
+        """``journal(phase, id, outage)`` hears every start and end (a served run's
+        ``--record`` writes them to its trace, which replays them)."""
+        self.sim, self.fabric, self.scenario, self.journal = sim, fabric, scenario, journal
         self.active: dict[str, Injected] = {}
         self._count = 0
+        self._replayed: dict[str, str] = {}  # a recorded outage's id -> the one replaying it
 
     def start(self, spec: Mapping[str, Any]) -> str:
         """Start the outage ``spec`` (kind, target, and for/fraction/qber/delay/groups as in a
@@ -63,7 +68,7 @@ class OutageControl:
                               f"{target_kind}")
         self._count += 1
         outage_id = f"injected.{self._count}"
-        injected = Injected(outage, effect, self.sim.clock.now())
+        injected = Injected(outage, effect, self.sim.clock.now(), dict(spec))
         self.active[outage_id] = injected
         self._edge(outage_id, injected, True)
         if outage.for_s is not None:
@@ -83,4 +88,14 @@ class OutageControl:
         self.sim.record("outage", outage_node(outage), phase="start" if starting else "end",
                         outage=outage.kind)
         injected.effect(self.fabric, outage, starting, outage_id)
+        if self.journal is not None:
+            self.journal("start" if starting else "end", outage_id, injected.spec)
+
+    def replay(self, phase: str, recorded_id: str, spec: Mapping[str, Any]) -> None:
+        """Apply a recorded injection again (a replay's trace): a start starts the same outage
+        now, an end ends the one that start made."""
+        if phase == "start":
+            self._replayed[recorded_id] = self.start(spec)
+        elif recorded_id in self._replayed:
+            self.end(self._replayed.pop(recorded_id))
 

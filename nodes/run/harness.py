@@ -32,7 +32,7 @@ from nodes.run.linkplots import format_links_table
 from nodes.run.report import format_exposure_table, format_summary_table, write_report
 from nodes.run.scenario import Scenario, write_scenario
 from nodes.server import admin_notice
-from nodes.traffic import TraceWriter
+from nodes.traffic import OUTAGE_METHOD, TraceEntry, TraceWriter
 from simulator import ClockError, Progress, Recorder, Simulation, Stalled
 
 MAX_PRINTED_ROWS = 40
@@ -99,8 +99,15 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
             announce(f"  {lkm_id}: {node.url}  (KM {network.directory.km_of(lkm_id)})")
         for notice in sorted({admin_notice(node.config) for node in network.nodes.values()}):
             announce(f"  {notice}")
+
+        def journal(phase: str, outage_id: str, outage: Mapping[str, Any]) -> None:
+            """An injected outage goes into the trace, which replays it at the same time."""
+            if writer is not None:
+                writer.write(TraceEntry(network.sim.clock.now(), "", OUTAGE_METHOD,
+                                        f"/{phase}/{outage_id}", None, dict(outage), 0))
+
         if ready is not None:
-            ready(network, OutageControl(network.sim, network, scenario))
+            ready(network, OutageControl(network.sim, network, scenario, journal))
 
     try:
         return await _execute(scenario, out_dir, "wall", until_stopped, writer, show,

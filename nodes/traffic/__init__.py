@@ -15,6 +15,7 @@ from nodes.traffic.sae import (
                                Transport,
 )
 from nodes.traffic.trace import (
+                               OUTAGE_METHOD,
                                SIMULATED_HEADER,
                                Replayer,
                                TraceEntry,
@@ -26,5 +27,5 @@ from nodes.traffic.trace import (
 __all__ = [
     "DirectTransport", "Flow", "HttpTransport", "MailArrived", "MailAudit", "Replayer",
     "SIMULATED_HEADER", "SendMail", "SimulatedSAE", "TraceEntry", "TraceWriter", "Transport",
-    "load_trace", "recorder_hook",
+    "load_trace", "recorder_hook", "OUTAGE_METHOD",
 ]

@@ -24,6 +24,10 @@ from nodes.server import caller_for_log
 from simulator import Actor, Clock
 
 SIMULATED_HEADER = "X-QKDSIM-Simulated"  # set by simulated SAEs: not recorded
+#: a trace line that is an outage injected while serving (``path`` "/start/<id>" or
+#: "/end/<id>", ``body`` the outage), not a request: a replay injects it again at its time
+OUTAGE_METHOD = "OUTAGE"
+Injector = Callable[[str, str, Any], None]  # (phase, the recorded outage's id, the outage)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -114,8 +118,9 @@ class Replayer(Actor):
 
     def __init__(self, entries: list[TraceEntry], urls: dict[str, str],
                  session: aiohttp.ClientSession, clock: Clock,
-                 record: Callable[..., None]) -> None:
+                 record: Callable[..., None], inject: Injector | None = None) -> None:
         super().__init__("replayer")
+        self.inject = inject
         self.entries = entries
         self.urls = urls
         self.session = session
@@ -136,6 +141,11 @@ class Replayer(Actor):
     async def receive(self, message: object) -> None:
         assert isinstance(message, Replay)
         entry = self.entries[message.index]
+        if entry.method == OUTAGE_METHOD:
+            if self.inject is not None:
+                _, phase, outage_id = entry.path.split("/", 2)
+                self.inject(phase, outage_id, entry.body)
+            return
         headers = {SIMULATED_HEADER: "replay"}
         if entry.caller is not None:
             headers["X-SAE-ID"] = entry.caller
