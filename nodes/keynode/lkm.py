@@ -106,7 +106,8 @@ class LocalKeyManager(Actor):
         self._launch, self._worker, self._waits = None, None, []
         self._retries = RetryTimers(self.clock, f"{self.config.seed}:{self.name}:retry",
                                     lambda sae_id: self.ref.tell(RetrySync(sae_id)))
-        self._store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store)
+        self._store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store,
+                                          master_key=self.config.master_key)
         self._schedule_sync()
 
     async def on_stop(self) -> None:

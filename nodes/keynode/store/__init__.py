@@ -3,7 +3,7 @@
 :class:`KeyStore` (:mod:`.connection`) runs transaction functions built by :mod:`.pools` (users,
 pools and their counters), :mod:`.delivery` (enc_keys and dec_keys), :mod:`.shipping` (slices),
 :mod:`.synclog` and :mod:`.audit`; :mod:`.keys` holds the key states and key IDs, :mod:`.schema`
-the tables.
+the tables, :mod:`.sealing` the key material's encryption at rest under a master key.
 """
 
 from nodes.keynode.store import audit, delivery, pools, shipping, synclog

@@ -4,7 +4,8 @@ Every operation is a *transaction function* (a ``Txn``: a plain function of a
 ``sqlite3.Connection``) built by the concept modules (:mod:`.pools`, :mod:`.delivery`,
 :mod:`.shipping`, :mod:`.synclog`, :mod:`.audit`), and :class:`KeyStore` runs it in one hop:
 :meth:`KeyStore.run` inside ``BEGIN IMMEDIATE`` (all or nothing), :meth:`KeyStore.read` as a plain
-read, :meth:`KeyStore.many` several requests in one transaction with a savepoint each.
+read, :meth:`KeyStore.many` several requests in one transaction with a savepoint each. With a
+master key the connection carries the sealer of the key material (:mod:`.sealing`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any, Callable, Sequence, TypeVar, cast
 
 import aiosqlite
 
+from nodes.keynode.config import ConfigError
 from nodes.keynode.errors import QKDError
 from nodes.keynode.store.schema import SERVED_PRAGMAS, SIMULATED_PRAGMAS, prepare
+from nodes.keynode.store.sealing import SealedConnection
 
 T = TypeVar("T")
 Txn = Callable[[sqlite3.Connection], T]
@@ -77,14 +80,23 @@ class KeyStore:
         self.path = path
 
     @classmethod
-    async def open(cls, path: str | Path, inline: bool = False) -> "KeyStore":
+    async def open(cls, path: str | Path, inline: bool = False,
+                   master_key: bytes | None = None) -> "KeyStore":
+        """Open (or create) the file; with ``master_key`` its key material is sealed at rest
+        (:mod:`.sealing`). A file sealed under another key or none is refused (ConfigError)."""
+        factory = sqlite3.Connection if master_key is None else SealedConnection
         if inline:
-            db: Any = sqlite3.connect(str(path), isolation_level=None)
-            prepare(db, SIMULATED_PRAGMAS)
+            db: Any = sqlite3.connect(str(path), isolation_level=None, factory=factory)
         else:
-            db = await aiosqlite.connect(str(path), isolation_level=None)
-            await _on_thread(db, prepare, _raw_connection(db), SERVED_PRAGMAS)
-        return cls(db, str(path))
+            db = await aiosqlite.connect(str(path), isolation_level=None, factory=factory)
+        store = cls(db, str(path))
+        try:
+            await store._call(prepare, SIMULATED_PRAGMAS if inline else SERVED_PRAGMAS,
+                              master_key)
+        except ConfigError as error:
+            await store.close()
+            raise ConfigError(f"USER_KEY_POOL_DB {str(path)!r}: {error}") from None
+        return store
 
     async def close(self) -> None:
         """Close the file (a second call does nothing)."""

@@ -41,6 +41,7 @@ from nodes.keynode.store.keys import (
 )
 from nodes.keynode.store.pools import POOL_STATUS, PoolStatus, count, take_seqs
 from nodes.keynode.store.schema import fetchall, marks
+from nodes.keynode.store.sealing import sealer
 
 AVAILABLE, DELIVERED, CONSUMED, SHIPPED = (f"{state:d}" for state in KeyState)
 
@@ -123,46 +124,52 @@ def _reserve_whole(db: sqlite3.Connection, owner: str, master: str, slave: str, 
                    size_bits: int, now: float) -> list[Key]:
     rows = fetchall(db, RESERVE_WHOLE, {"master": master, "slave": slave, "now": now,
                                         "owner": owner, "size": size_bits, "n": number})
-    return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+    unseal = sealer(db).open
+    return [Key(key_id, unseal(key_id, data)) for _, key_id, data in sorted(rows)]
 
 
 def _reserve_carved(db: sqlite3.Connection, owner: str, master: str, slave: str, number: int,
                     size_bits: int, pool_bits: int, now: float) -> tuple[list[Key], int]:
     """Carve keys shorter (or longer) than the pool's; returns them and the whole
     default-size keys their rows no longer hold."""
-    rows = fetchall(db, f"SELECT id, key_data, size_bits FROM quantum_keys WHERE sae_id = ?"
+    rows = fetchall(db, f"SELECT key_id, key_data, size_bits FROM quantum_keys WHERE sae_id = ?"
                         f" AND status = {AVAILABLE} AND size_bits >= ? ORDER BY seq LIMIT ?",
                     (owner, size_bits, number))
-    key_bytes, lost_whole = size_bits // 8, 0
+    key_bytes, lost_whole, unseal = size_bits // 8, 0, sealer(db).open
     keys: list[Key] = []
-    for row_id, data, row_bits in rows:
+    for row_key_id, stored, row_bits in rows:
         if len(keys) == number:
             break
+        data = unseal(row_key_id, stored)
         take = min(number - len(keys), row_bits // size_bits)
-        pieces = [bytes(data[i * key_bytes:(i + 1) * key_bytes]) for i in range(take)]
-        keys += _carve_row(db, owner, master, slave, row_id, bytes(data), row_bits, pieces, now)
+        pieces = [data[i * key_bytes:(i + 1) * key_bytes] for i in range(take)]
+        keys += _carve_row(db, owner, master, slave, row_key_id, data, row_bits, pieces, now)
         left_bits = row_bits - take * size_bits
         lost_whole += row_bits // pool_bits - left_bits // pool_bits
     return keys, lost_whole
 
 
-def _carve_row(db: sqlite3.Connection, owner: str, master: str, slave: str, row_id: int,
+def _carve_row(db: sqlite3.Connection, owner: str, master: str, slave: str, row_key_id: str,
                data: bytes, row_bits: int, pieces: list[bytes], now: float) -> list[Key]:
-    """Deliver ``pieces`` (cut from the front of one row) as new key rows."""
-    used = sum(len(p) for p in pieces)
+    """Deliver ``pieces`` (cut from the front of one row's material ``data``) as new key
+    rows."""
+    used, seal = sum(len(p) for p in pieces), sealer(db).seal
     first = take_seqs(db, owner, len(pieces))
-    new = [(key_id_for(owner, first + i), owner, first + i, piece, len(piece) * 8, now,
-            master, slave, now) for i, piece in enumerate(pieces)]
+    keys = [Key(key_id_for(owner, first + i), piece) for i, piece in enumerate(pieces)]
     db.executemany(
         "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at,"
         " status, delivered_to_sae_id, slave_sae_id, delivered_at)"
-        f" VALUES (?, ?, ?, ?, ?, ?, {DELIVERED}, ?, ?, ?)", new)
+        f" VALUES (?, ?, ?, ?, ?, ?, {DELIVERED}, ?, ?, ?)",
+        [(key.key_id, owner, first + i, seal(key.key_id, key.material),
+          len(key.material) * 8, now, master, slave, now) for i, key in enumerate(keys)])
     if used * 8 == row_bits:
-        db.execute(f"DELETE FROM quantum_keys WHERE id = ? AND status = {AVAILABLE}", (row_id,))
+        db.execute(f"DELETE FROM quantum_keys WHERE key_id = ? AND status = {AVAILABLE}",
+                   (row_key_id,))
     else:
-        db.execute(f"UPDATE quantum_keys SET key_data = ?, size_bits = ? WHERE id = ?"
-                   f" AND status = {AVAILABLE}", (data[used:], row_bits - used * 8, row_id))
-    return [Key(row[0], row[3]) for row in new]
+        db.execute(f"UPDATE quantum_keys SET key_data = ?, size_bits = ? WHERE key_id = ?"
+                   f" AND status = {AVAILABLE}",
+                   (seal(row_key_id, data[used:]), row_bits - used * 8, row_key_id))
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +226,8 @@ def read_once(caller: str, named: str, key_ids: Sequence[str], now: float,
             (now, named, *part_ids))
         if cursor.rowcount != len(part_ids):
             raise KeysNotFound()
-        keys = [Key(key_id, join_parts([bytes(found[p][1]) for p in parts], bits))
+        unseal = sealer(db).open
+        keys = [Key(key_id, join_parts([unseal(p, found[p][1]) for p in parts], bits))
                 for key_id, (parts, bits) in wanted.items()]
         return Read(keys, _copies(rows) if echo else {})
     return txn

@@ -15,6 +15,7 @@ from nodes.keynode.errors import AlreadyRegistered
 from nodes.keynode.store.connection import Txn
 from nodes.keynode.store.keys import key_id_for
 from nodes.keynode.store.schema import fetchall
+from nodes.keynode.store.sealing import sealer
 
 POOL_STATUS = """
 SELECT u.sae_id, u.user_email, u.display_name, u.registered_at, p.pool_size_limit, p.low_threshold,
@@ -123,12 +124,13 @@ def delete_user(sae_id: str) -> Txn[int]:
 
 def insert_available(db: sqlite3.Connection, sae_id: str, materials: Sequence[bytes],
                      size_bits: int, now: float) -> None:
-    first = take_seqs(db, sae_id, len(materials))
+    first, seal = take_seqs(db, sae_id, len(materials)), sealer(db).seal
+    ids = [key_id_for(sae_id, first + i) for i in range(len(materials))]
     db.executemany(
         "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [(key_id_for(sae_id, first + i), sae_id, first + i, material, size_bits, now)
-         for i, material in enumerate(materials)])
+        [(key_id, sae_id, first + i, seal(key_id, material), size_bits, now)
+         for i, (key_id, material) in enumerate(zip(ids, materials))])
     count(db, sae_id, len(materials), len(materials) * size_bits, 0)
 
 

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from nodes.keynode.store.keys import KeyState
+from nodes.keynode.store.sealing import check_master_key
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS users (
@@ -73,9 +74,13 @@ SIMULATED_PRAGMAS = (*SERVED_PRAGMAS, "journal_mode=MEMORY", "locking_mode=EXCLU
                      "synchronous=OFF", "cache_size=-512")
 
 
-def prepare(db: sqlite3.Connection, pragmas: tuple[str, ...]) -> None:
+def prepare(db: sqlite3.Connection, pragmas: tuple[str, ...],
+            master_key: bytes | None = None) -> None:
+    """Settings, then the file's seal (refused if it does not match ``master_key``; see
+    :mod:`.sealing`), then the tables."""
     for pragma in pragmas:
         db.execute(f"PRAGMA {pragma}")
+    check_master_key(db, master_key)
     db.executescript(SCHEMA)
 
 

@@ -15,6 +15,7 @@ from nodes.keynode.store.connection import Txn
 from nodes.keynode.store.keys import Key, KeyState
 from nodes.keynode.store.pools import count, take_seqs
 from nodes.keynode.store.schema import fetchall, marks
+from nodes.keynode.store.sealing import sealer
 
 
 def ship(owner: str, to_lkm: str, n: int, now: float) -> Txn[list[Key]]:
@@ -34,7 +35,8 @@ def ship(owner: str, to_lkm: str, n: int, now: float) -> Txn[list[Key]]:
             " ORDER BY seq LIMIT ?) RETURNING seq, key_id, key_data",
             (to_lkm, now, owner, pool[0][0], allowed))
         count(db, owner, -len(rows), -len(rows) * pool[0][0], len(rows))
-        return [Key(key_id, bytes(data)) for _, key_id, data in sorted(rows)]
+        unseal = sealer(db).open
+        return [Key(key_id, unseal(key_id, data)) for _, key_id, data in sorted(rows)]
     return txn
 
 
@@ -58,12 +60,12 @@ def store_slice(owner: str, keys: Sequence[Key], now: float) -> Txn[int]:
                             " home_lkm IS NOT NULL", (owner,))
         if not pool:
             return 0
-        first = take_seqs(db, owner, len(keys))
+        first, seal = take_seqs(db, owner, len(keys)), sealer(db).seal
         db.executemany(
             "INSERT INTO quantum_keys(key_id, sae_id, seq, key_data, size_bits, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(key.key_id, owner, first + i, key.material, len(key.material) * 8, now)
-             for i, key in enumerate(keys)])
+            [(key.key_id, owner, first + i, seal(key.key_id, key.material),
+              len(key.material) * 8, now) for i, key in enumerate(keys)])
         count(db, owner, len(keys), sum(len(k.material) * 8 for k in keys), 0)
         return len(keys)
     return txn
