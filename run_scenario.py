@@ -92,6 +92,9 @@ def serve_node_main() -> int:
     except OSError as error:
         print(f"error: cannot serve on {config.host}:{config.port}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except ConfigError as error:  # e.g. the database was sealed under another at-rest key
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +145,22 @@ def test_pki_prints_commands_that_run_as_printed(tmp_path: Path) -> None:
         out, _ = server.communicate(timeout=60)
     assert [a.get("keys_generated") for a in answers[:2]] == [100, 100], (answers, out)
     assert answers[2]["stored_key_count"] == 100 and answers[2]["master_SAE_ID"] == "SAE_ALICE_001"
+
+
+def test_a_node_whose_database_was_sealed_under_another_key_exits_2_without_a_traceback(
+        tmp_path: Path) -> None:
+    import signal
+
+    from tests.test_serve import Server, free_port
+
+    db = tmp_path / "sealed.db"
+    first = Server({"USER_KEY_POOL_DB": str(db), "PORT": str(free_port()),
+                    "KEY_AT_REST": "11" * 32})
+    assert first.stop(signal.SIGTERM)[0] == 0
+    wrong = subprocess.run([sys.executable, "run_scenario.py", "--serve"], cwd=ROOT,
+                           env={**os.environ, "USER_KEY_POOL_DB": str(db), "PORT": str(free_port()),
+                                "KEY_AT_REST": "22" * 32},
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "Traceback" not in wrong.stderr and "KEY_AT_REST" in wrong.stderr
+    assert "22" * 32 not in wrong.stderr + wrong.stdout and "11" * 32 not in wrong.stderr
