@@ -32,6 +32,8 @@ serve: $(STAMP)
 BENCH_SCENARIOS ?= scenarios/quickstart.yaml scenarios/two_sites.yaml scenarios/city.yaml
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/engine_vs_simpy.py
 	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
 	$(BIN)/python bench/node_throughput.py
 	$(BIN)/python bench/scaling.py --sizes 10 100 1000
@@ -46,7 +48,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet -e '.[test,ray]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[test,ray,bench]'
 	{ head -2 constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
