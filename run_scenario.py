@@ -291,7 +291,15 @@ def report_main(argv: list[str]) -> int:
 
 
 def sweep_main(argv: list[str]) -> int:
-    from nodes.sweep import ENGINES, EngineError, SweepError, load_sweep, print_progress, run_sweep
+    from nodes.sweep import (
+        ENGINES,
+        EngineError,
+        SweepError,
+        format_sweep,
+        load_sweep,
+        print_progress,
+        run_sweep,
+    )
 
     parser = argparse.ArgumentParser(
         prog="run_scenario.py sweep",
@@ -326,17 +334,7 @@ def sweep_main(argv: list[str]) -> int:
     except EngineError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    counts: dict[str, int] = {}
-    for row in outcome.rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    print(f"sweep {sweep.name}: {len(outcome.rows)} runs ({outcome.ran} run now, "
-          f"{outcome.skipped} already done): " +
-          ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    for row in outcome.rows:
-        if row["status"] in ("invalid", "error"):
-            params = ", ".join(f"{p}={row[p]}" for p in sweep.parameters)
-            print(f"  {row['status']}: {params}, seed {row['seed']}: {row['message']}")
-    print(f"results in {out_dir}/ (sweep.csv, plots/, report.html, runs/)")
+    print(format_sweep(sweep, outcome))
     return outcome.exit_code
 
 

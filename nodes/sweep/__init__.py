@@ -7,12 +7,12 @@ other, carried to a worker as data and brought back as files.
 Its public surface is ``__all__``.
 """
 
-from nodes.sweep.driver import SweepOutcome, print_progress, run_sweep
+from nodes.sweep.driver import SweepOutcome, format_sweep, print_progress, run_sweep
 from nodes.sweep.engines import ENGINES, EngineError
 from nodes.sweep.outputs import mean_interval
 from nodes.sweep.spec import FIGURES, Sweep, SweepError, load_sweep
 
 __all__ = [
-    "ENGINES", "EngineError", "FIGURES", "Sweep", "SweepError", "SweepOutcome", "load_sweep",
+    "ENGINES", "EngineError", "FIGURES", "Sweep", "SweepError", "SweepOutcome", "format_sweep", "load_sweep",
     "mean_interval", "print_progress", "run_sweep",
 ]

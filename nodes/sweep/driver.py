@@ -123,3 +123,19 @@ def print_progress(done: int, total: int) -> None:
         print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
     elif done == total or done % max(1, total // 10) == 0:
         print(line, file=sys.stderr, flush=True)
+
+
+def format_sweep(sweep: Sweep, outcome: SweepOutcome) -> str:
+    """What a sweep did: runs by status, each run that did not complete, where the files are."""
+    counts: dict[str, int] = {}
+    for row in outcome.rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    lines = [f"sweep {sweep.name}: {len(outcome.rows)} runs ({outcome.ran} run now, "
+             f"{outcome.skipped} already done): " +
+             ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))]
+    for row in outcome.rows:
+        if row["status"] not in COMPLETE:
+            params = ", ".join(f"{p}={row[p]}" for p in sweep.parameters)
+            lines.append(f"  {row['status']}: {params}, seed {row['seed']}: {row['message']}")
+    lines.append(f"results in {outcome.out_dir}/ (sweep.csv, plots/, report.html, runs/)")
+    return "\n".join(lines)

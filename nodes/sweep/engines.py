@@ -11,6 +11,7 @@ is not retried: it is a result, "error" with its message.)
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +19,10 @@ from concurrent.futures.process import BrokenProcessPool
 from nodes.sweep.task import Result, Task, execute
 
 ATTEMPTS = 3
+#: workers forked from a clean server process, never from the driver: the driver may hold
+#: threads (Ray's, a served network's) that a fork would copy in the middle of their work
+_CONTEXT = multiprocessing.get_context(
+    "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
 ENGINES = ("local", "ray")
 Done = Callable[[Result], None]
 
@@ -41,7 +46,8 @@ def run_locally(tasks: Sequence[Task], jobs: int, done: Done) -> None:
     took down with it go to a fresh pool, each at most ATTEMPTS times."""
     pending = {task.run_id: (task, 0) for task in tasks}
     while pending:
-        with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(pending)))) as pool:
+        with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(pending))),
+                                 mp_context=_CONTEXT) as pool:
             futures = {pool.submit(execute, task): task for task, _ in pending.values()}
             for future in as_completed(futures):
                 task = futures[future]
