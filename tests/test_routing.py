@@ -127,3 +127,23 @@ async def test_a_km_going_down_under_a_relay_message_fails_it_and_refunds(tmp_pa
         assert cut.get("outcome") == "unreachable"
         assert cut.get("duration_s") == pytest.approx(600.0)  # failed on arriving at KM2
         assert net.sim.system.failures == []
+
+
+def test_the_first_shortest_path_is_min_of_all_shortest_paths_on_random_graphs() -> None:
+    # the BFS that replaced min(all_shortest_paths) must choose exactly the same path
+    import random
+
+    import networkx as nx
+
+    from nodes.network.routing import first_shortest_path
+    rng = random.Random(3)
+    for trial in range(300):
+        n = rng.randint(2, 40)
+        graph = nx.gnm_random_graph(n, rng.randint(n - 1, 3 * n), seed=trial)
+        graph = nx.relabel_nodes(graph, {i: f"KM{i}" for i in graph.nodes})
+        a, b = rng.sample(sorted(graph.nodes), 2)
+        try:
+            want = min(nx.all_shortest_paths(graph, a, b))
+        except nx.NetworkXNoPath:
+            want = None
+        assert first_shortest_path(graph, a, b) == want, trial

@@ -33,11 +33,25 @@ def shortest_path(graph: nx.Graph, src: str, dst: str, bad_edges: Collection[Edg
         graph,
         filter_node=lambda n: n in (src, dst) or n not in bad_nodes,
         filter_edge=lambda a, b: edge_key(a, b) not in bad_edges)
-    try:
-        path: list[str] = min(nx.all_shortest_paths(view, src, dst))
-        return path
-    except nx.NetworkXNoPath:
+    return first_shortest_path(view, src, dst)
+
+
+def first_shortest_path(graph: nx.Graph, src: str, dst: str) -> list[str] | None:
+    """The fewest-hop path that comes first in name order, i.e. ``min(all_shortest_paths)``,
+    without listing them all (a ring of hundreds of KMs has very many): a breadth-first search
+    from ``dst``, then from ``src`` always the first-named neighbour one hop closer. None when
+    ``dst`` cannot be reached."""
+    if src not in graph or dst not in graph:
         return None
+    distance = nx.single_source_shortest_path_length(graph, dst)
+    if src not in distance:
+        return None
+    path, node = [src], src
+    while node != dst:
+        closer = distance[node] - 1
+        node = min(n for n in graph.neighbors(node) if distance.get(n) == closer)
+        path.append(node)
+    return path
 
 
 def hops(path: list[str]) -> list[Edge]:
@@ -53,7 +67,8 @@ def bottleneck(graph: nx.Graph, src: str, dst: str, capacity: Mapping[Edge, int]
     wide = nx.subgraph_view(graph, filter_edge=lambda a, b: capacity[edge_key(a, b)] >= need)
     if nx.has_path(wide, src, dst):
         return None
-    path = min(nx.all_shortest_paths(graph, src, dst))
+    path = first_shortest_path(graph, src, dst)
+    assert path is not None  # has_path said so
     return min(hops(path), key=lambda edge: (capacity[edge], edge))
 
 
