@@ -57,3 +57,11 @@ def test_twenty_networks_in_a_row_leave_nothing_behind(tmp_path: Path) -> None:
     assert threading.active_count() == threads  # every network's thread has ended
     assert os_threads() <= tasks + 1  # aiosqlite's threads too
     assert open_files() <= files + 2  # SQLite files, sockets and logs closed
+
+
+def test_an_invalid_network_is_named_before_anything_serves(tmp_path: Path) -> None:
+    threads = threading.active_count()
+    wrong = {**NETWORK, "lkms": [{"id": "LKM_A", "km": "KM1"}, {"id": "LKM_B", "km": "KM9"}]}
+    with pytest.raises(Exception, match="KM9"):
+        QKDNetwork(wrong, tmp_path / "bad")
+    assert threading.active_count() == threads

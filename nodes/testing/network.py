@@ -84,8 +84,11 @@ class QKDNetwork:
                                    f"{self._why()}")
             self.ready_timeout_s -= 0.05
             if self.ready_timeout_s <= 0:
-                self.stop()
-                raise NetworkError(f"{self.scenario.name} was not ready in time")
+                try:
+                    self.stop()
+                except NetworkError:
+                    pass  # the reason to give is the one below
+                raise NetworkError(f"{self.scenario.name} was not ready in time: {self._why()}")
         return self
 
     def stop(self, timeout_s: float = 120.0) -> RunOutcome:
