@@ -10,6 +10,7 @@ master key the connection carries the sealer of the key material (:mod:`.sealing
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from pathlib import Path
@@ -23,6 +24,7 @@ from nodes.keynode.store.schema import SERVED_PRAGMAS, SIMULATED_PRAGMAS, prepar
 from nodes.keynode.store.sealing import SealedConnection
 
 T = TypeVar("T")
+OPEN_ATTEMPTS = 5
 Txn = Callable[[sqlite3.Connection], T]
 
 
@@ -91,12 +93,29 @@ class KeyStore:
             db = await aiosqlite.connect(str(path), isolation_level=None, factory=factory)
         store = cls(db, str(path))
         try:
-            await store._call(prepare, SIMULATED_PRAGMAS if inline else SERVED_PRAGMAS,
-                              master_key)
-        except ConfigError as error:
+            await store._prepare(SIMULATED_PRAGMAS if inline else SERVED_PRAGMAS, master_key)
+        except BaseException as error:
+            # closed whatever went wrong: an open aiosqlite connection is a thread that keeps
+            # the process from exiting
             await store.close()
-            raise ConfigError(f"USER_KEY_POOL_DB {str(path)!r}: {error}") from None
+            if isinstance(error, ConfigError):
+                raise ConfigError(f"USER_KEY_POOL_DB {str(path)!r}: {error}") from None
+            raise
         return store
+
+    async def _prepare(self, pragmas: tuple[str, ...], master_key: bytes | None) -> None:
+        """:func:`prepare`, tried again a few times when the file is locked: two connections
+        opening one fresh file at once (switching it to WAL, making its tables) can meet a lock
+        SQLite reports at once, without waiting out the busy timeout, to avoid a deadlock.
+        Every step of ``prepare`` can be done twice."""
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                await self._call(prepare, pragmas, master_key)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == OPEN_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.02 * attempt)
 
     async def close(self) -> None:
         """Close the file (a second call does nothing)."""

@@ -63,8 +63,10 @@ CREATE TABLE IF NOT EXISTS sync_logs (
 );
 """
 
-#: served nodes: a WAL journal, synced at checkpoints; erased material overwritten on disk
-SERVED_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
+#: served nodes: a WAL journal, synced at checkpoints; erased material overwritten on disk.
+#: The busy timeout comes first: switching to WAL takes a lock, and without the timeout set a
+#: second connection opening the same fresh file at that moment failed at once ("locked")
+SERVED_PRAGMAS = ("busy_timeout=5000", "journal_mode=WAL", "synchronous=NORMAL",
                   "secure_delete=ON", "foreign_keys=ON")
 #: a simulation's files are its own: one connection each, and a simulated crash stops the actor,
 #: not the process, so every committed transaction survives it without an fsync or an on-disk
