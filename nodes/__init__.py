@@ -16,6 +16,6 @@ ROOMS: dict[str, tuple[str, ...]] = {
                   "nodes.traffic"),
     "nodes.sweep": ("simulator", "nodes.run"),
     "nodes.testing": ("simulator", "nodes.keynode", "nodes.server", "nodes.run"),
-    "nodes.dashboard": ("simulator", "nodes.run"),
+    "nodes.dashboard": ("simulator", "nodes.keynode", "nodes.run"),
     "run_scenario": ("nodes.dashboard", "nodes.sweep", "nodes.run", "nodes.server", "nodes.keynode", "simulator"),
 }

@@ -113,7 +113,8 @@ class Recorder:
         recorder._files = Path(out_dir)
         for data in event_dicts(recorder._files / EVENTS_FILE):
             event = _event(data["t_s"], str(data["kind"]), str(data["node"]), data["data"])
-            recorder._tallied(event).add(event)
+            recorder._tallied(event.kind).add(event)
+            recorder._last_t_s = max(recorder._last_t_s, event.t_s)
         return recorder
 
     @property
@@ -212,13 +213,10 @@ class Recorder:
         self._events.append(event)
         self._by_kind.setdefault(kind, []).append(event)
 
-    def _tallied(self, kind: str | Event) -> Tally:
-        name = kind if isinstance(kind, str) else kind.kind
-        tally = self._tallies.get(name)
+    def _tallied(self, kind: str) -> Tally:
+        tally = self._tallies.get(kind)
         if tally is None:
-            tally = self._tallies[name] = Tally()
-        if isinstance(kind, Event):
-            self._last_t_s = max(self._last_t_s, kind.t_s)
+            tally = self._tallies[kind] = Tally()
         return tally
 
     def _sample_store(self) -> Recorder:

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def edges(out: Path) -> list[tuple[str, str, str]]:
                  map(json.loads, text.splitlines()) if e["kind"] == "outage"]
         if found:
             return found
-        asyncio.run(asyncio.sleep(0.1))
+        time.sleep(0.1)
     return []
 
 
@@ -260,7 +261,7 @@ def served_again(base: str) -> bool:
     for _ in range(100):
         if status_of(base) == 200:
             return True
-        asyncio.run(asyncio.sleep(0.1))
+        time.sleep(0.1)
     return False
 
 
@@ -277,3 +278,12 @@ def test_every_dashboard_route_is_in_its_openapi_document() -> None:
     documented = {(method, path) for path, methods in document["paths"].items()
                   for method in methods}
     assert served == documented
+
+
+def test_the_page_needs_nothing_from_elsewhere() -> None:
+    # the README says the page works offline with no build step: it names no other host
+    static = ROOT / "nodes" / "dashboard" / "static"
+    for page in static.iterdir():
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, page
+    assert {p.name for p in static.iterdir()} == {"index.html", "dashboard.js", "dashboard.css"}

@@ -23,7 +23,7 @@ import asyncio
 import hmac
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -43,7 +43,6 @@ class Dashboard:
     def __init__(self, scenario: Scenario, live: LiveView, control: OutageControl,
                  token: str | None = None) -> None:
         self.scenario, self.live, self.control, self.token = scenario, live, control, token
-        self.injected: dict[str, dict[str, Any]] = {}  # id -> the outage as asked for
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
@@ -95,8 +94,7 @@ class Dashboard:
     # -- the control API ------------------------------------------------------------------
 
     async def outages(self, request: web.Request) -> web.Response:
-        active = [{"id": i, **self.injected[i]} for i in self.control.active
-                  if i in self.injected]
+        active = [{"id": i, **injected.spec} for i, injected in self.control.active.items()]
         return web.json_response({"active": active, "timeline": self.live.outages})
 
     async def start_outage(self, request: web.Request) -> web.Response:
@@ -112,7 +110,6 @@ class Dashboard:
             field, _, message = str(error).partition(": ")
             raise Refused(field.removeprefix("outage.") or "body", message or str(error)) \
                 from None
-        self.injected[outage_id] = spec
         return web.json_response({"id": outage_id, "outage": spec}, status=201)
 
     async def end_outage(self, request: web.Request) -> web.Response:

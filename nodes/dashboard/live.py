@@ -24,7 +24,7 @@ SHOWN_KINDS = ("sync", "delivery", "consumed", "failure", "receive_failure", "re
 
 
 class LiveView:
-    def __init__(self, pools_total: dict[str, float] | None = None) -> None:
+    def __init__(self) -> None:
         self.pools: dict[str, deque[tuple[float, float]]] = {}
         self.links: dict[str, deque[tuple[float, float]]] = {}
         self.link_states: dict[str, str] = {}

@@ -9,7 +9,6 @@ like a scheduled one (and, with ``--record``, in the trace, which replays it).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from aiohttp import web
 
 from nodes.dashboard.app import Dashboard
 from nodes.dashboard.live import LiveView
+from nodes.keynode import is_loopback
 from nodes.run import Network, OutageControl, RunOutcome, Scenario, serve
 
 
@@ -35,13 +35,9 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def needs_token(host: str) -> bool:
-    """Beyond loopback the control API needs a token."""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
+    """Beyond loopback the control API needs a token (the node's own rule for its admin
+    routes, :func:`nodes.keynode.is_loopback`)."""
+    return not is_loopback(host)
 
 
 async def serve_with_dashboard(scenario: Scenario, out_dir: Path, record: Path | None,

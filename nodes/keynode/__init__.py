@@ -12,6 +12,7 @@ from nodes.keynode.config import (
     SenderQuota,
     SyncPolicy,
     TlsFiles,
+    is_loopback,
 )
 from nodes.keynode.directory import Directory
 from nodes.keynode.errors import (
@@ -64,7 +65,7 @@ __all__ = [
     "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
     "KMUnreachable", "Key", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
     "LocalKeyManager", "LocalKeySupply", "MarkConsumed", "MethodNotAllowed", "NodeConfig", "NotFound",
-    "SenderQuota",
+    "SenderQuota", "is_loopback",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
     "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
     "TooManyRequests", "Unauthorized", "UnshipSlice", "Forbidden", "check_sae_id", "ignore", "pool_node", "pool_view",

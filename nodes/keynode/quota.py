@@ -62,6 +62,3 @@ class SenderBuckets:
         full = [pair for pair in self._level if self.held(*pair, now_s) >= self.quota.burst]
         for pair in full:
             del self._level[pair]
-
-    def __len__(self) -> int:
-        return len(self._level)

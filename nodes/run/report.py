@@ -27,7 +27,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from simulator import Recorder, merge_counts  # noqa: E402
+from simulator import Event, Recorder, merge_counts  # noqa: E402
 
 OutageWindow = tuple[float, float, str]
 
@@ -268,10 +268,12 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
     for node in recorder.nodes_of("failure"):
         nodes.setdefault(node, _empty_row())["failed_sends"] += recorder.count_events("failure",
                                                                                       node)
-    for event in recorder.iter_events("relay"):  # every KM a relay crossed, trusted ones too
-        for km in str(event.get("path") or "").split("-"):
+    seen: dict[str, dict[str, dict[str, int]]] = {}  # trusted KM -> user sites -> keys, bits
+    for event in recorder.iter_events("relay"):  # one pass: read back from events.jsonl
+        for km in str(event.get("path") or "").split("-"):  # every KM it crossed, trusted too
             if km:
                 nodes.setdefault(km, _empty_row())
+        _expose(seen, event)
     syncs: dict[str, Counter[tuple[str, str]]] = {}  # node -> (reason, outcome) -> syncs
     for e in recorder.iter_events("sync"):
         syncs.setdefault(e.node, Counter())[(str(e.get("reason")), str(e.get("outcome")))] += 1
@@ -291,24 +293,22 @@ def summarise(recorder: Recorder, scenario_name: str) -> dict[str, Any]:
         replayed = {"replay": {"requests": requests, "same_status": requests - differs,
                                "different_status": differs}}
     return {"scenario": scenario_name, "nodes": dict(sorted(nodes.items())), "totals": totals,
-            "exposure": exposure(recorder), **replayed}
+            "exposure": {km: dict(sorted(pairs.items())) for km, pairs in sorted(seen.items())},
+            **replayed}
 
 
-def exposure(recorder: Recorder) -> dict[str, dict[str, dict[str, int]]]:
-    """What each trusted KM saw in the clear while relaying: per KM, per pair of user sites
-    (the two LKMs a relay joined, "LKM_A<->LKM_B"), the keys and bits (from ``relay`` events'
-    ``trusted`` and ``sites``)."""
-    seen: dict[str, dict[str, dict[str, int]]] = {}
-    for event in recorder.iter_events("relay"):
-        trusted, sites = event.get("trusted"), event.get("sites")
-        if not isinstance(trusted, str) or not isinstance(sites, str):
-            continue
-        pair = "<->".join(sorted(sites.split(">")))
-        for km in trusted.split("-"):
-            row = seen.setdefault(km, {}).setdefault(pair, {"keys": 0, "bits": 0})
-            row["keys"] += int(_number(event.get("keys")))
-            row["bits"] += int(_number(event.get("bits")))
-    return {km: dict(sorted(pairs.items())) for km, pairs in sorted(seen.items())}
+def _expose(seen: dict[str, dict[str, dict[str, int]]], relay: Event) -> None:
+    """Add what each trusted KM saw in the clear while relaying: per KM, per pair of user
+    sites (the two LKMs a relay joined, "LKM_A<->LKM_B"), the keys and bits (from ``relay``
+    events' ``trusted`` and ``sites``)."""
+    trusted, sites = relay.get("trusted"), relay.get("sites")
+    if not isinstance(trusted, str) or not isinstance(sites, str):
+        return
+    pair = "<->".join(sorted(sites.split(">")))
+    for km in trusted.split("-"):
+        row = seen.setdefault(km, {}).setdefault(pair, {"keys": 0, "bits": 0})
+        row["keys"] += int(_number(relay.get("keys")))
+        row["bits"] += int(_number(relay.get("bits")))
 
 
 def format_exposure_table(summary: dict[str, Any]) -> str:

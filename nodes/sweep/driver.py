@@ -22,10 +22,9 @@ from typing import Any
 from nodes.sweep.engines import run_tasks
 from nodes.sweep.outputs import write_outputs
 from nodes.sweep.spec import RunSpec, Sweep
-from nodes.sweep.task import Result, Task, figures
+from nodes.sweep.task import COMPLETE, Result, Task, figures
 
 DONE_FILE = "sweep_run.json"
-COMPLETE = ("ok", "expectations_failed")  # statuses a rerun skips
 
 
 @dataclass(frozen=True)

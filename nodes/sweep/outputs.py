@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from nodes.sweep.spec import Sweep  # noqa: E402
+from nodes.sweep.task import COMPLETE  # noqa: E402
 from simulator import format_float, parse_duration  # noqa: E402
 
-COMPLETE = ("ok", "expectations_failed")
 MAX_LINES = 8  # past this many combinations of the other parameters, they are pooled
 #: t(0.975, df) for df = 1..30 (beyond: 1.96)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -47,8 +47,9 @@ def write_outputs(sweep: Sweep, rows: list[dict[str, Any]], out_dir: Path) -> No
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = figure_columns(rows)
     write_csv(sweep, rows, columns, out_dir / "sweep.csv")
-    plots = write_plots(sweep, rows, plotted(sweep, columns, rows), out_dir / "plots")
-    write_report(sweep, rows, plotted(sweep, columns, rows), plots, out_dir / "report.html")
+    names = plotted(sweep, columns, rows)
+    plots = write_plots(sweep, rows, names, out_dir / "plots")
+    write_report(sweep, rows, names, plots, out_dir / "report.html")
 
 
 def figure_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -85,8 +85,12 @@ class Sweep:
         runs = []
         for combination in itertools.product(*axes):
             params = tuple(pair for group in combination for pair in group)
+            variant, invalid = _variant(self.base, params)  # checked once: seeds are valid
             for seed in self.seeds:
-                runs.append(_run_spec(self.base, base_text, params, seed))
+                key = json.dumps({"base": base_text, "params": params, "seed": seed},
+                                 sort_keys=True, default=str)
+                run_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+                runs.append(RunSpec(params, seed, {**variant, "seed": seed}, run_id, invalid))
         return runs
 
 
@@ -163,20 +167,17 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
         here[last] = value
 
 
-def _run_spec(base: dict[str, Any], base_text: str, params: tuple[tuple[str, Any], ...],
-              seed: int) -> RunSpec:
+def _variant(base: dict[str, Any], params: tuple[tuple[str, Any], ...]
+             ) -> tuple[dict[str, Any], str | None]:
+    """The base scenario with ``params`` set, and why it is not a valid scenario (or None)."""
     scenario = copy.deepcopy(base)
     for path, value in params:
         set_path(scenario, path, value)
-    scenario["seed"] = seed
-    key = json.dumps({"base": base_text, "params": params, "seed": seed}, sort_keys=True,
-                     default=str)
-    run_id = hashlib.sha256(key.encode()).hexdigest()[:12]
     try:
         parse_scenario(scenario)
     except ScenarioError as error:
-        return RunSpec(params, seed, scenario, run_id, "; ".join(error.errors))
-    return RunSpec(params, seed, scenario, run_id)
+        return scenario, "; ".join(error.errors)
+    return scenario, None
 
 
 def _base(path: Path, name: object, errors: list[str]) -> dict[str, Any] | None:

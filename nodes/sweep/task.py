@@ -21,6 +21,8 @@ from nodes.run import parse_scenario, run
 
 #: run outcome -> CSV status
 STATUSES = {0: "ok", 1: "expectations_failed"}
+#: the statuses of a run that completed (its figures count; a rerun skips it)
+COMPLETE = tuple(STATUSES.values())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,12 +79,12 @@ class QKDNetwork:
 
     def start(self) -> QKDNetwork:
         self._thread.start()
+        deadline = time.monotonic() + self.ready_timeout_s
         while not self._ready.wait(0.05):
             if not self._thread.is_alive():
                 raise NetworkError(f"{self.scenario.name} stopped before it served: "
                                    f"{self._why()}")
-            self.ready_timeout_s -= 0.05
-            if self.ready_timeout_s <= 0:
+            if time.monotonic() >= deadline:
                 try:
                     self.stop()
                 except NetworkError:
