@@ -12,7 +12,14 @@ HTTP stack, the way large runs are meant to be made; http is 2-3x slower in benc
 A size is run ``--repeat`` times (medians reported) while one run of it takes under ``--repeat-below``
 seconds; bigger sizes run once, and the JSON says so.
 
+``--topology`` is ``ring`` (the city generator: a ring of a KM per 3 LKMs with chords, where a
+relay at 1,000 LKMs crosses 40 links on average) or ``backbone`` (a national backbone of trusted
+nodes with metro networks, 80 % of mail within a metro: about 3 links a relay; see
+``nodes/run/generate.py``). ``--tree DIR`` runs the same generated scenario with the code of
+another checkout (e.g. a ``git worktree`` of an older commit), for before/after figures.
+
     python bench/scaling.py [--sizes 10 100 1000] [--users-per-lkm 100] [--transport direct]
+                            [--topology ring|backbone] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -29,25 +36,41 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RSS_TARGET_MIB = 4096  # issue 8: 1,000 LKMs and 100,000 users under 4 GB
 
 
-def one_size(lkms: int, users_per_lkm: int, transport: str) -> dict[str, float]:
+def generated(lkms: int, users_per_lkm: int, transport: str, topology: str) -> dict[str, Any]:
+    """The scenario of one size: a simulated day, no outage."""
     sys.path.insert(0, str(ROOT))
-    from nodes.run.generate import city
+    from nodes.run.generate import backbone, city
+
+    users = lkms * users_per_lkm
+    if topology == "ring":
+        data = city(kms=max(2, lkms // 3), lkms=lkms, users=users, duration="1d",
+                    name=f"scale{lkms}")
+    else:  # a metro of 7 KMs per 25 LKMs, each hanging off its own backbone node
+        metros = max(1, lkms // 25)
+        data = backbone(backbone_kms=max(2, metros), metros=metros, lkms=lkms, users=users,
+                        duration="1d", name=f"backbone{lkms}")
+    data["outages"] = []
+    data["transport"] = transport
+    return data
+
+
+def one_size(scenario_file: Path, tree: Path) -> dict[str, Any]:
+    """Run one generated scenario (a JSON file) with the code of ``tree``, in this process."""
+    data = json.loads(scenario_file.read_text())
+    sys.path.insert(0, str(tree))
     from nodes.run.harness import run
     from nodes.run.scenario import parse_scenario
 
+    lkms = len(data["lkms"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket and files per LKM
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8 * lkms + 1024)), hard))
-    kms = max(2, lkms // 3)
-    data = city(kms=kms, lkms=lkms, users=lkms * users_per_lkm, duration="1d",
-                name=f"scale{lkms}")
-    data["outages"] = []
-    data["transport"] = transport
     scenario = parse_scenario(data)
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
@@ -58,7 +81,8 @@ def one_size(lkms: int, users_per_lkm: int, transport: str) -> dict[str, float]:
             events += 1
             if '"kind":"relay"' in line:
                 hops += json.loads(line)["data"].get("hops", 0)
-    return {"lkms": lkms, "kms": kms, "users": lkms * users_per_lkm, "transport": transport,
+    return {"lkms": lkms, "kms": len(data["kms"]), "users": len(data["saes"]),
+            "transport": data["transport"],
             "relay_hops": hops, "wall_s": wall_s, "run_s": outcome.wall_s, "setup_s": outcome.setup_s,
             "clock_steps": outcome.steps, "events": events,
             "mails": outcome.summary["audit"]["mails_sent"],
@@ -80,10 +104,14 @@ def fit_exponent(rows: list[dict[str, float]], key: str = "wall_s",
 
 def measure(size: int, args: argparse.Namespace) -> dict[str, object]:
     runs: list[dict[str, float]] = []
+    data = generated(size, args.users_per_lkm, args.transport, args.topology)
+    scenario_file = RESULTS / f"scaling_{args.topology}_{size}.scenario.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    scenario_file.write_text(json.dumps(data))
     while True:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--users-per-lkm",
-                              str(args.users_per_lkm), "--transport", args.transport],
-                             cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(scenario_file),
+                              "--tree", str(args.tree)],
+                             cwd=args.tree, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{size} LKMs failed:\n{out.stderr[-3000:]}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -155,10 +183,14 @@ def main() -> int:
     parser.add_argument("--transport", choices=("direct", "http"), default="direct")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--repeat-below", type=float, default=120.0)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--topology", choices=("ring", "backbone"), default="ring")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="run with the code of this checkout (default: this one)")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.tree = args.tree.resolve()
     if args.one:
-        print(json.dumps(one_size(args.one, args.users_per_lkm, args.transport)))
+        print(json.dumps(one_size(args.one, args.tree)))
         return 0
     rows = [measure(size, args) for size in args.sizes]
     for row in rows:  # a relay crosses more links in a bigger ring: each hop is actor work too
@@ -169,14 +201,19 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     biggest = max(rows, key=lambda r: r["lkms"])
-    (RESULTS / "scaling.json").write_text(json.dumps({
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.tree,
+                            capture_output=True, text=True).stdout.strip() or commit
+    name = "scaling" if args.topology == "ring" else f"scaling_{args.topology}"
+    name += "" if args.tree == ROOT else f"_{commit}"  # another tree's figures beside ours
+    (RESULTS / f"{name}.json").write_text(json.dumps({
         "benchmark": "scaling", "commit": commit, "python": platform.python_version(),
         "machine": {"system": platform.system(), "machine": platform.machine(),
                     "cpus": __import__("os").cpu_count()},
-        "transport": args.transport, "users_per_lkm": args.users_per_lkm, "rows": rows,
+        "transport": args.transport, "users_per_lkm": args.users_per_lkm,
+        "topology": args.topology, "tree": str(args.tree), "rows": rows,
         "exponents_vs_events": exponents,
         "wall_vs_events_exponent": exponents["wall_s"]}, indent=2) + "\n")
-    plot(rows, RESULTS / "scaling.png")
+    plot(rows, RESULTS / f"{name}.png")
     print(f"{'LKMs':>6} {'users':>7} {'runs':>4} {'setup s':>8} {'run s':>8} {'total s':>8} "
           f"{'events':>9} {'hops':>8} {'mails':>8} {'events/s':>9} {'peak MiB':>9}")
     for r in rows:
@@ -198,7 +235,7 @@ def main() -> int:
         ok = exponents["run_s"] <= 1.05
         print(f"{'met' if ok else 'MISSED'} run time (setup + simulated day) growth: events^"
               f"{exponents['run_s']:.2f} (target: no faster than linear; 1.05 allowed for noise)")
-    print(f"written to {RESULTS / 'scaling.json'} and {RESULTS / 'scaling.png'}")
+    print(f"written to {RESULTS / name}.json and .png")
     return 0
 
 
