@@ -48,7 +48,7 @@ def write_scenario(scenario: Scenario, out_dir: Path | str) -> Path:
     path = Path(out_dir) / "scenario.yaml"
     data = scenario.model_dump(mode="json", by_alias=True, exclude_unset=True)
     path.write_text("# the scenario as run (written by qkdsim)\n"
-                    + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+                    + yaml.dump(data, Dumper=_DUMPER, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -63,6 +63,11 @@ def _resolve_replays(scenario: Scenario, base_dir: Path) -> Scenario:
         for t in scenario.traffic
     )
     return scenario.model_copy(update={"traffic": traffic})
+
+
+#: libyaml's emitter writes the same bytes as PyYAML's for every scenario here, 4-6x faster (a
+#: generated 1,000-LKM scenario: 5.8 -> 1.1 s); PyYAML's when libyaml is missing
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
