@@ -147,3 +147,29 @@ def test_the_first_shortest_path_is_min_of_all_shortest_paths_on_random_graphs()
         except nx.NetworkXNoPath:
             want = None
         assert first_shortest_path(graph, a, b) == want, trial
+
+
+def test_the_path_avoiding_links_and_kms_is_the_first_of_the_networkx_view() -> None:
+    # the search on the graph's adjacency must choose the path the filtered view gave
+    import random
+
+    import networkx as nx
+
+    from nodes.network.routing import edge_key, shortest_path
+    rng = random.Random(5)
+    for trial in range(400):
+        n = rng.randint(2, 40)
+        graph = nx.gnm_random_graph(n, rng.randint(n - 1, 3 * n), seed=trial)
+        graph = nx.relabel_nodes(graph, {i: f"KM{i}" for i in graph.nodes})
+        a, b = rng.sample(sorted(graph.nodes), 2)
+        edges = sorted(edge_key(x, y) for x, y in graph.edges)
+        bad_edges = set(rng.sample(edges, rng.randint(0, len(edges) // 3)))
+        bad_nodes = set(rng.sample(sorted(graph.nodes), rng.randint(0, n // 3))) | {a}
+        view = nx.subgraph_view(
+            graph, filter_node=lambda x: x in (a, b) or x not in bad_nodes,
+            filter_edge=lambda x, y: edge_key(x, y) not in bad_edges)
+        try:
+            want = min(nx.all_shortest_paths(view, a, b))
+        except nx.NetworkXNoPath:
+            want = None
+        assert shortest_path(graph, a, b, bad_edges, bad_nodes) == want, trial
