@@ -78,8 +78,8 @@ class Activity:
 
     def __init__(self) -> None:
         self._held: set[Lease] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: one future per waiter in wait_idle, resolved (in order) when the count reaches zero
+        self._waiters: list[asyncio.Future[None]] = []
         self._stalled: Stalled | None = None
         #: how many times a lease began or ended: a watchdog compares it to see progress
         self.changes = 0
@@ -93,16 +93,20 @@ class Activity:
         return TaskLease(self, owner)
 
     def _begin(self, lease: Lease) -> None:
-        if not self._held:  # the event is set exactly while nothing is held
-            self._idle.clear()
         self._held.add(lease)
         self.changes += 1
 
     def _end(self, lease: Lease) -> None:
         self._held.discard(lease)
         self.changes += 1
-        if not self._held:
-            self._idle.set()
+        if not self._held and self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def holders(self, limit: int = 10) -> list[str]:
         """Who holds work in flight (at most ``limit``, in a fixed order), for reports."""
@@ -111,7 +115,12 @@ class Activity:
     def stall(self, error: Stalled) -> None:
         """Give up waiting: every :meth:`wait_idle` raises ``error`` from now on."""
         self._stalled = error
-        self._idle.set()
+        self._wake()
+
+    def idle(self) -> bool:
+        """No lease is held and the run has not stalled: :meth:`wait_idle` would return at once
+        (the clock asks this first, sparing a coroutine per step that makes no work)."""
+        return not self._held and self._stalled is None
 
     async def wait_idle(self) -> None:
         """Return once no lease is held (at once if none is)."""
@@ -120,4 +129,10 @@ class Activity:
                 raise self._stalled
             if not self._held:
                 return
-            await self._idle.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:  # cancelled: not woken, still listed
+                    self._waiters.remove(waiter)

@@ -156,8 +156,10 @@ class VirtualClock:
         then reads ``until_s`` (or stays where it is, if that is later)."""
         watchdog = _Watchdog(self)
         try:
+            activity = self.activity
             while True:
-                await self.activity.wait_idle()
+                if not activity.idle():
+                    await activity.wait_idle()
                 nxt = self.next_time()
                 if nxt is None or nxt > until_s:
                     break

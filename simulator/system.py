@@ -44,10 +44,12 @@ class Cell:
 
     def __init__(self, system: ActorSystem, actor: Actor) -> None:
         self.system = system
+        self.activity = system.activity
         self.actor = actor
         self.name = actor.name
         self.queue: deque[Envelope] = deque()
-        self.ready = asyncio.Event()
+        #: the future the loop awaits while the mailbox is empty (None while it runs)
+        self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.handling: Sequence[Envelope] = ()
         self.deferred: dict[Promise, None] = {}  # in the order given: refused in that order
@@ -60,13 +62,24 @@ class Cell:
             else:
                 self.system.dead_letter(self.name, message)
             return
-        self.queue.append(Envelope(self.system.activity, self.name, message, reply))
-        self.ready.set()
+        self.queue.append(Envelope(self.activity, self.name, message, reply))
+        waiter = self.waiter
+        if waiter is not None:  # the loop waits: wake it (once, however many messages come)
+            self.waiter = None
+            if not waiter.done():  # not if the loop was cancelled meanwhile
+                waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """What the loop awaits while the mailbox is empty: a bare future that the next
+        ``put`` resolves. (An ``asyncio.Event`` here cost a clear, a set and a waiter list per
+        message, and a coroutine around the wait.)"""
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
     async def get(self) -> Envelope:
+        """The next message, once there is one."""
         while not self.queue:
-            self.ready.clear()
-            await self.ready.wait()
+            await self.wait()
         return self.queue.popleft()
 
     def take_while(self, wanted: Callable[[Envelope], bool], limit: int) -> list[Envelope]:
@@ -228,16 +241,27 @@ class ActorSystem:
         def batchable(envelope: Envelope) -> bool:
             return type(envelope.message) in actor.batchable
 
+        queue = cell.queue
         while not cell.closed:
-            first = await cell.get()
+            while not queue:  # as Cell.get, inlined: no coroutine per message
+                await cell.wait()
+            first = queue.popleft()
             batch = [first]
             if actor.batchable and batchable(first):
                 batch += cell.take_while(batchable, actor.max_batch - 1)
             cell.handling = batch
             CURRENT_LEASE.set(first)
             try:
-                if len(batch) == 1:
-                    await self._handle(cell, first)
+                if len(batch) == 1:  # as _handle, inlined: no coroutine per message
+                    try:
+                        result = await actor.receive(first.message)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as error:  # noqa: BLE001 - routed, never swallowed
+                        await self._fail(cell, first, error)
+                    else:
+                        if first.reply is not None:
+                            first.reply.resolve(result)
                 else:
                     await self._handle_batch(cell, batch)
             finally:
@@ -254,17 +278,6 @@ class ActorSystem:
             "the actor's loop was cancelled")
         self._record(cell.name, "actor loop", error, Directive.STOP.value)
         self._stop_soon(cell)
-
-    async def _handle(self, cell: Cell, envelope: Envelope) -> None:
-        try:
-            result = await cell.actor.receive(envelope.message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - every failure is routed, never swallowed
-            await self._fail(cell, envelope, error)
-            return
-        if envelope.reply is not None:
-            envelope.reply.resolve(result)
 
     async def _handle_batch(self, cell: Cell, batch: list[Envelope]) -> None:
         try:
