@@ -164,3 +164,20 @@ def test_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         outputs.append([(out / name).read_bytes() for name in ("metrics.csv", "events.jsonl")])
     assert outputs[0] == outputs[1]
+
+
+async def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    # the set-up pauses the collector and freezes what it built; a run (even a failing one)
+    # must hand both back, or a sweep's worker would keep every run's objects frozen
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    outcome = await run(parse_scenario(two_users(duration="1d", outages=[])), tmp_path / "a")
+    assert outcome.exit_code == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        await run(parse_scenario(two_users(duration="1d", outages=[])), tmp_path / "b")
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()

@@ -9,6 +9,7 @@ least every second, so a killed run leaves them), ``plots/*.png``, ``summary.jso
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import threading
@@ -117,6 +118,23 @@ async def serve(scenario: Scenario, out_dir: Path, record: Path | None = None,
             writer.close()
 
 
+async def _start_without_collecting(network: Network) -> None:
+    """Build the network with the cyclic garbage collector paused, then collect once and freeze
+    what was built: the actors, stores and directories of a large network live for the whole
+    run, and every full collection walked them again (at 1,000 LKMs, millions of objects, a
+    pass of seconds each, 18 % of a profile of the run). Frozen objects are still freed by
+    reference counting; :func:`gc.unfreeze` at the end of the run hands them back."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        await network.start()
+    finally:
+        if enabled:
+            gc.enable()
+    gc.collect()
+    gc.freeze()
+
+
 async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                    drive: Callable[[Simulation], Awaitable[None]],
                    trace: TraceWriter | None = None,
@@ -142,7 +160,7 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
     links: list[dict[str, Any]] = []
     try:
         try:
-            await network.start()
+            await _start_without_collecting(network)
             setup_s = time.perf_counter() - began
             if started is not None:
                 started(network)
@@ -155,14 +173,20 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
         else:
             audit = await network.audit_counts()
             links = await network.link_accounts()
+    except BaseException:
+        gc.unfreeze()
+        raise
     finally:
         await network.close()
         await sim.shutdown()
         if flusher is not None:
             flusher.cancel()
         sim.recorder.close()
-    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
-                   engine_error, links, early=serving)
+    try:
+        return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
+                       engine_error, links, early=serving)
+    finally:  # what the run built may go now (a sweep runs many runs in one process)
+        gc.unfreeze()
 
 
 async def _flush_every_second(sim: Simulation) -> None:
