@@ -108,6 +108,19 @@ async def test_opening_a_slice_ships_keys_over_the_relay_and_accounts_every_hop(
     assert spent == {("KM1", "KM2"): 40 * KEY_BITS + AUTH, ("KM2", "KM3"): 40 * KEY_BITS + AUTH}
 
 
+async def test_the_sampled_levels_are_the_pools_view_home_and_slice(tmp_path: Path) -> None:
+    # a run samples ListPools(levels_only=True): the same pools, order and counts as the view
+    kinds = set()
+    async with network(tmp_path, topology(LINE)) as net:
+        for lkm in ("LKM_A", "LKM_B"):
+            view = await net.lkm_refs[lkm].ask(ListPools())
+            levels = await net.lkm_refs[lkm].ask(ListPools(levels_only=True))
+            assert levels == [(p["sae_id"], p["available_keys"]) for p in view["pools"]]
+            assert len(levels) >= 2
+            kinds |= {p["kind"] for p in view["pools"]}
+    assert kinds == {"home", "slice"}
+
+
 async def test_a_link_down_reroutes_over_another_path(tmp_path: Path) -> None:
     async with network(tmp_path, topology(SQUARE, kms=4)) as net:
         first = await relay(net, "KM1", "KM4", 1)

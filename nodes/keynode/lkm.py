@@ -294,7 +294,9 @@ class LocalKeyManager(Actor):
 
     # -- pools and sync ------------------------------------------------------------------------
 
-    async def _pools(self, msg: ListPools | None = None) -> dict[str, Any]:
+    async def _pools(self, msg: ListPools | None = None) -> Any:
+        if msg is not None and msg.levels_only:
+            return await self.store.read(pools.levels)
         return pools_view(await self.store.read(pools.all_pools), self.sync.next_scheduled_s)
 
     async def _km_status(self, msg: GetKmStatus) -> dict[str, Any]:

@@ -60,7 +60,10 @@ class DeleteUser:
 
 @dataclass(frozen=True, slots=True)
 class ListPools:
-    pass
+    """Every pool's view; with ``levels_only``, just ``(sae_id, available_keys)`` pairs in
+    SAE order (what a run samples: a tenth of the cost per pool)."""
+
+    levels_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,10 +329,8 @@ class Network:
         for lkm_id, node in self.nodes.items():
             if node.ref is None:  # crashed
                 continue
-            reply = await node.ref.ask(ListPools())
-            for pool in reply["pools"]:
-                self.sim.sample(pool_node(lkm_id, pool["sae_id"]), "pool_keys",
-                                pool["available_keys"])
+            for sae_id, keys in await node.ref.ask(ListPools(levels_only=True)):
+                self.sim.sample(pool_node(lkm_id, sae_id), "pool_keys", keys)
 
     async def link_accounts(self) -> list[dict[str, Any]]:
         """Every link's books (:meth:`nodes.network.QKDLink.account`), in scenario order."""

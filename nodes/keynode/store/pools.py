@@ -96,6 +96,12 @@ def all_pools(db: sqlite3.Connection) -> list[PoolStatus]:
     return [PoolStatus(*row) for row in rows]
 
 
+def levels(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """``(sae_id, available_keys)`` of every pool, in the order of :func:`all_pools`."""
+    return fetchall(db, "SELECT u.sae_id, p.available_keys FROM users u JOIN key_pools p"
+                        " ON p.sae_id = u.sae_id WHERE u.is_active = 1 ORDER BY u.sae_id")
+
+
 def local_users(db: sqlite3.Connection) -> set[str]:
     """The users homed here (remote users only have slices here)."""
     return {row[0] for row in fetchall(db, "SELECT sae_id FROM users WHERE home_lkm IS NULL")}
