@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from typing import Iterator
 
 import networkx as nx
 import pytest
 import yaml
 
-from nodes.network.routing import key_aware_path, widest_path
+from nodes.network.routing import (
+    edge_key,
+    first_shortest_path,
+    key_aware_path,
+    shortest_path,
+    widest_path,
+)
 from nodes.run.harness import run
 from nodes.run.routing_compare import compare
 from nodes.run.scenario import parse_scenario
@@ -129,47 +137,38 @@ async def test_a_km_going_down_under_a_relay_message_fails_it_and_refunds(tmp_pa
         assert net.sim.system.failures == []
 
 
-def test_the_first_shortest_path_is_min_of_all_shortest_paths_on_random_graphs() -> None:
-    # the BFS that replaced min(all_shortest_paths) must choose exactly the same path
-    import random
-
-    import networkx as nx
-
-    from nodes.network.routing import first_shortest_path
-    rng = random.Random(3)
-    for trial in range(300):
+def random_graphs(seed: int, count: int) -> Iterator[tuple[random.Random, nx.Graph, str, str]]:
+    """``count`` random connected-or-not graphs of 2-40 KMs, each with two of its KMs."""
+    rng = random.Random(seed)
+    for trial in range(count):
         n = rng.randint(2, 40)
         graph = nx.gnm_random_graph(n, rng.randint(n - 1, 3 * n), seed=trial)
         graph = nx.relabel_nodes(graph, {i: f"KM{i}" for i in graph.nodes})
         a, b = rng.sample(sorted(graph.nodes), 2)
-        try:
-            want = min(nx.all_shortest_paths(graph, a, b))
-        except nx.NetworkXNoPath:
-            want = None
-        assert first_shortest_path(graph, a, b) == want, trial
+        yield rng, graph, a, b
+
+
+def first_of_all_shortest(graph: nx.Graph, a: str, b: str) -> list[str] | None:
+    try:
+        return min(nx.all_shortest_paths(graph, a, b))
+    except nx.NetworkXNoPath:
+        return None
+
+
+def test_the_first_shortest_path_is_min_of_all_shortest_paths_on_random_graphs() -> None:
+    # the BFS that replaced min(all_shortest_paths) must choose exactly the same path
+    for trial, (_, graph, a, b) in enumerate(random_graphs(3, 300)):
+        assert first_shortest_path(graph, a, b) == first_of_all_shortest(graph, a, b), trial
 
 
 def test_the_path_avoiding_links_and_kms_is_the_first_of_the_networkx_view() -> None:
     # the search on the graph's adjacency must choose the path the filtered view gave
-    import random
-
-    import networkx as nx
-
-    from nodes.network.routing import edge_key, shortest_path
-    rng = random.Random(5)
-    for trial in range(400):
-        n = rng.randint(2, 40)
-        graph = nx.gnm_random_graph(n, rng.randint(n - 1, 3 * n), seed=trial)
-        graph = nx.relabel_nodes(graph, {i: f"KM{i}" for i in graph.nodes})
-        a, b = rng.sample(sorted(graph.nodes), 2)
+    for trial, (rng, graph, a, b) in enumerate(random_graphs(5, 400)):
         edges = sorted(edge_key(x, y) for x, y in graph.edges)
         bad_edges = set(rng.sample(edges, rng.randint(0, len(edges) // 3)))
-        bad_nodes = set(rng.sample(sorted(graph.nodes), rng.randint(0, n // 3))) | {a}
+        bad_nodes = set(rng.sample(sorted(graph.nodes), rng.randint(0, len(graph) // 3))) | {a}
         view = nx.subgraph_view(
             graph, filter_node=lambda x: x in (a, b) or x not in bad_nodes,
             filter_edge=lambda x, y: edge_key(x, y) not in bad_edges)
-        try:
-            want = min(nx.all_shortest_paths(view, a, b))
-        except nx.NetworkXNoPath:
-            want = None
+        want = first_of_all_shortest(view, a, b)
         assert shortest_path(graph, a, b, bad_edges, bad_nodes) == want, trial
