@@ -35,6 +35,7 @@ SAMPLES = {  # a value for each field name the messages use
     "order": ORDER, "start_s": 1.5, "outcome": "ok", "materials": (b"\x02" * 8,),
     "keys": (KEY,), "error": None, "number": 2, "size_bits": 256, "wait": True,
     "additional_slaves": (), "extension_mandatory": (("target_user_id", "SAE_B"),),
+    "levels_only": True,
 }
 
 
