@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_vs_simpy.py
 	$(BIN)/python bench/sim_speed.py $(BENCH_SCENARIOS)
 	$(BIN)/python bench/node_throughput.py
-	$(BIN)/python bench/scaling.py --sizes 10 100 1000
+	$(BIN)/python bench/scaling.py --sizes 10 100 1000 --topology backbone
 	$(BIN)/python bench/soak.py
 
 # the wheel a client project installs (it carries the qkd_network pytest plugin)
