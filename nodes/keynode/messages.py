@@ -61,7 +61,7 @@ class DeleteUser:
 @dataclass(frozen=True, slots=True)
 class ListPools:
     """Every pool's view; with ``levels_only``, just ``(sae_id, available_keys)`` pairs in
-    SAE order (what a run samples: a tenth of the cost per pool)."""
+    SAE order (what a run samples, without building a view per pool)."""
 
     levels_only: bool = False
 

@@ -136,14 +136,17 @@ def _link(a: str, b: str, length_km: int, db_per_km: float) -> dict[str, Any]:
 
 
 def _connected(count: int, pairs: list[tuple[int, int]]) -> bool:
+    """Whether ``pairs`` join nodes ``0 .. count - 1`` into one piece."""
+    near: dict[int, list[int]] = {}
+    for i, j in pairs:
+        near.setdefault(i, []).append(j)
+        near.setdefault(j, []).append(i)
     seen, todo = {0}, [0]
     while todo:
-        here = todo.pop()
-        for i, j in pairs:
-            for a, b in ((i, j), (j, i)):
-                if a == here and b not in seen:
-                    seen.add(b)
-                    todo.append(b)
+        for other in near.get(todo.pop(), ()):
+            if other not in seen:
+                seen.add(other)
+                todo.append(other)
     return len(seen) == count
 
 

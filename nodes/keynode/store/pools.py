@@ -17,12 +17,12 @@ from nodes.keynode.store.keys import key_id_for
 from nodes.keynode.store.schema import fetchall
 from nodes.keynode.store.sealing import sealer
 
+POOLS = " FROM users u JOIN key_pools p ON p.sae_id = u.sae_id"
+ACTIVE = " WHERE u.is_active = 1 ORDER BY u.sae_id"  # every pool listed, in SAE order
 POOL_STATUS = """
 SELECT u.sae_id, u.user_email, u.display_name, u.registered_at, p.pool_size_limit, p.low_threshold,
        p.key_size_bits, p.last_sync_time, p.available_keys, p.available_bits, p.used_keys,
-       p.home_lkm
-  FROM users u JOIN key_pools p ON p.sae_id = u.sae_id
-"""
+       p.home_lkm""" + POOLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +92,13 @@ def status(sae_id: str) -> Txn[PoolStatus | None]:
 
 
 def all_pools(db: sqlite3.Connection) -> list[PoolStatus]:
-    rows = fetchall(db, POOL_STATUS + " WHERE u.is_active = 1 ORDER BY u.sae_id")
+    rows = fetchall(db, POOL_STATUS + ACTIVE)
     return [PoolStatus(*row) for row in rows]
 
 
 def levels(db: sqlite3.Connection) -> list[tuple[str, int]]:
     """``(sae_id, available_keys)`` of every pool, in the order of :func:`all_pools`."""
-    return fetchall(db, "SELECT u.sae_id, p.available_keys FROM users u JOIN key_pools p"
-                        " ON p.sae_id = u.sae_id WHERE u.is_active = 1 ORDER BY u.sae_id")
+    return fetchall(db, "SELECT u.sae_id, p.available_keys" + POOLS + ACTIVE)
 
 
 def local_users(db: sqlite3.Connection) -> set[str]:
