@@ -26,6 +26,7 @@ SHOWN_KINDS = ("sync", "delivery", "consumed", "failure", "receive_failure", "re
 class LiveView:
     def __init__(self) -> None:
         self.pools: dict[str, deque[tuple[float, float]]] = {}
+        self.pools_at: dict[str, list[str]] = {}  # LKM -> its pools
         self.links: dict[str, deque[tuple[float, float]]] = {}
         self.link_states: dict[str, str] = {}
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=RECENT)
@@ -38,9 +39,16 @@ class LiveView:
         self.seq += 1
         self.now_s = max(self.now_s, row.t_s)
         if isinstance(row, Sample):
+            if row.metric == "pools_changed":
+                self._hold(row.node, row.t_s)
+                return
             series = {"pool_keys": self.pools, "link_buffer_bits": self.links}.get(row.metric)
             if series is not None:
-                series.setdefault(row.node, deque(maxlen=HISTORY)).append((row.t_s, row.value))
+                if row.node not in series:
+                    series[row.node] = deque(maxlen=HISTORY)
+                    if series is self.pools:
+                        self.pools_at.setdefault(row.node.split("/", 1)[0], []).append(row.node)
+                series[row.node].append((row.t_s, row.value))
             return
         self.counts[row.kind] = self.counts.get(row.kind, 0) + 1
         if row.kind == "link_state":
@@ -50,6 +58,15 @@ class LiveView:
         if row.kind in SHOWN_KINDS:
             self.events.append((self.seq, {"t_s": row.t_s, "kind": row.kind, "node": row.node,
                                            "data": dict(row.data)}))
+
+    def _hold(self, lkm: str, t_s: float) -> None:
+        """A pass read ``lkm``'s pools at ``t_s`` and recorded only the ones that changed
+        (decision 63): the others still hold their last level, so each history gets a point
+        now, and the lines and the aggregate reach the present."""
+        for pool in self.pools_at.get(lkm, ()):
+            points = self.pools[pool]
+            if points[-1][0] < t_s:
+                points.append((t_s, points[-1][1]))
 
     def _outage(self, event: Event) -> None:
         what = {"target": event.node, "outage": event.get("outage")}

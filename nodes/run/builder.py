@@ -48,7 +48,7 @@ from nodes.network import (
 )
 from nodes.run.capacity import slice_pairs, slice_size
 from nodes.run.control import OutageControl
-from nodes.run.expect import LINK_BUFFER_BITS
+from nodes.run.expect import LINK_BUFFER_BITS, POOL_KEYS, POOLS_CHANGED
 from nodes.run.outages import schedule_outages
 from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
 from nodes.run.scenario import SenderQuota as ScenarioQuota
@@ -153,6 +153,9 @@ class Network:
         self._crash_causes: dict[str, set[str]] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
         self.session: aiohttp.ClientSession | None = None
+        self._levels: dict[str, dict[str, int]] = {}  # LKM -> pool -> the level last written
+        self._written: dict[str, set[str]] = {}  # LKM -> the pools written at _pass_s
+        self._pass_s = -1.0
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -322,15 +325,36 @@ class Network:
 
         self.sim.clock.call_later(delay_s, fire, SAMPLE_PRIORITY)
 
-    async def sample_pools(self) -> None:
-        for link in self.scenario.links:
+    async def sample_pools(self, closing: bool = False) -> None:
+        """One pass (decision 63): every link's buffer; for each LKM that is up, the number of
+        its pools whose level changed since its last pass (``pools_changed``: the pass's
+        mark), and a ``pool_keys`` row for each of those pools only. A level holds until the
+        pool's next row; ``closing`` (the end of a run) writes every pool that has no row at
+        this instant, so every series reaches the end."""
+        now = self.sim.clock.now()
+        fresh = self._pass_s != now  # else a closing pass right after a regular one
+        if fresh:
+            self._pass_s, self._written = now, {}
+        for link in self.scenario.links if fresh or not closing else ():
             level = await self.links[edge_key(link.a, link.b)].ask(Level())
             self.sim.sample(link.id, LINK_BUFFER_BITS, round(level))
         for lkm_id, node in self.nodes.items():
             if node.ref is None:  # crashed
                 continue
-            for sae_id, keys in await node.ref.ask(ListPools(levels_only=True)):
-                self.sim.sample(pool_node(lkm_id, sae_id), "pool_keys", keys)
+            known = self._levels.setdefault(lkm_id, {})
+            written = self._written.setdefault(lkm_id, set())
+            levels = await node.ref.ask(ListPools(levels_only=True))
+            changed = [(sae_id, keys) for sae_id, keys in levels if known.get(sae_id) != keys]
+            count = len(changed)
+            if closing:
+                changed += [(sae_id, keys) for sae_id, keys in levels
+                            if known.get(sae_id) == keys and sae_id not in written]
+            for sae_id, keys in changed:
+                known[sae_id] = keys
+                written.add(sae_id)
+                self.sim.sample(pool_node(lkm_id, sae_id), POOL_KEYS, keys)
+            if fresh or not closing:  # after its rows: a live view then holds the rest
+                self.sim.sample(lkm_id, POOLS_CHANGED, count)
 
     async def link_accounts(self) -> list[dict[str, Any]]:
         """Every link's books (:meth:`nodes.network.QKDLink.account`), in scenario order."""

@@ -7,7 +7,12 @@ Data contract: emitters (nodes/, faults.py) record exactly these rows; report.py
 
 Samples (`Recorder.sample(t_s, node, metric, value)`), node = a pool, named
 `metrics.pool_node(lkm_id, owner_sae)` = "LKM_A/SAE_BOB_001" (home pool or remote slice):
-- `pool_keys`            keys available in the pool, sampled every `sample_interval`.
+- `pool_keys`            keys available in the pool: a row when the level changed since the
+                         pool's last row (checked every `sample_interval`), and every pool
+                         at the first pass and at the end of the run; a level holds until
+                         the pool's next row (decision 63).
+- `pools_changed`        node = an LKM: how many of its pools changed since its last pass,
+                         at every pass while it is up (the times its pools were read).
 - `pool_threshold_keys`  the pool's threshold-sync level in keys (threshold * pool size);
                          sampled at least once per pool, again whenever it changes.
 - `link_buffer_bits`     node = a link ("KM1-KM2"): the bits in its buffer, sampled every
@@ -73,6 +78,7 @@ PER_REQUEST_KINDS = ("delivery", "consumed", "failure", "receive_failure", "repl
 POOL_KEYS = "pool_keys"
 LINK_BUFFER_BITS = "link_buffer_bits"
 POOL_THRESHOLD_KEYS = "pool_threshold_keys"
+POOLS_CHANGED = "pools_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +207,8 @@ def _syncs(
 def longest_empty_s(series: list[tuple[float, float]]) -> float:
     """Return the longest time a pool sat at 0 keys, at the resolution of its samples.
 
-    A stretch runs from its first empty sample to the next non-empty one, or to the pool's
-    last sample if it never refilled.
+    A stretch runs from its first empty reading to the next non-empty one, or to the pool's
+    last reading (the end of the run) if it never refilled.
     """
     longest, start = 0.0, None
     for t_s, value in series:
@@ -232,15 +238,23 @@ def _never_empty(
 
 
 def recovery_s(
-    levels: list[tuple[float, float]], thresholds: list[tuple[float, float]], end_s: float
+    levels: list[tuple[float, float]], thresholds: list[tuple[float, float]], end_s: float,
+    passes: list[tuple[float, float]] | None = None,
 ) -> float | None:
     """Return how long after `end_s` a pool's level first reached its threshold.
 
-    The threshold at a sample is the latest `pool_threshold_keys` reading at or before it (the
-    first reading, before any). None: the pool had not recovered by its last sample.
+    A level holds until the pool's next reading (decision 63). It is read at each of `passes`
+    (the `pools_changed` marks of the pool's LKM: the times it was sampled), or, without them
+    (a run recorded before the marks), at the readings' own times. The threshold at a pass is
+    the latest `pool_threshold_keys` reading at or before it (the first reading, before any).
+    None: the pool had not recovered by the last pass.
     """
-    for t_s, value in levels:
-        if t_s >= end_s and value >= _threshold_at(thresholds, t_s):
+    at = 0
+    current: float | None = None
+    for t_s, _ in passes or levels:
+        while at < len(levels) and levels[at][0] <= t_s:
+            current, at = levels[at][1], at + 1
+        if t_s >= end_s and current is not None and current >= _threshold_at(thresholds, t_s):
             return t_s - end_s
     return None
 
@@ -270,7 +284,8 @@ def _recovered_within(
             thresholds = recorder.series(pool, POOL_THRESHOLD_KEYS)
             if not thresholds:
                 return False, f"no {POOL_THRESHOLD_KEYS} samples for {pool}"
-            took = recovery_s(recorder.series(pool, POOL_KEYS), thresholds, end.t_s)
+            passes = recorder.series(pool.split("/", 1)[0], POOLS_CHANGED)
+            took = recovery_s(recorder.series(pool, POOL_KEYS), thresholds, end.t_s, passes)
             ended = format_duration(end.t_s)
             where = f"{pool} after {end.get('outage')} {end.node} ended at {ended}"
             if took is None:

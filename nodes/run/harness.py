@@ -141,9 +141,9 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                    started: Callable[[Network], None] | None = None,
                    stall_s: float = STALL_S, serving: bool = False,
                    tls: Mapping[str, TlsFiles] | None = None) -> RunOutcome:
-    """Build, drive and report. A served run samples its pools once more when it stops (the
-    summary is then current), and when stopped before its duration it reports the
-    expectations that need the whole duration as not evaluated."""
+    """Build, drive and report. A run samples its pools once more when it stops (every pool
+    then has a row at the end: decision 63), and a served run stopped before its duration
+    reports the expectations that need the whole duration as not evaluated."""
     began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dir = out_dir / "state"
@@ -166,8 +166,7 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
                 started(network)
             await drive(sim)
             await sim.settle()
-            if serving:
-                await network.sample_pools()
+            await network.sample_pools(closing=True)
         except (Stalled, ClockError) as error:  # the run ends here; what it recorded stays
             engine_error = f"engine: {type(error).__name__}: {error}"
         else:

@@ -18,7 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from nodes.run.report import DPI, HOUR_S, SYNC_STYLE, shade_outages
+from nodes.run.report import DPI, HOUR_S, SYNC_STYLE, readings_by_time, shade_outages
 from simulator import Recorder
 
 OVERVIEW_SIZE_IN = (11.0, 9.0)
@@ -32,29 +32,35 @@ def plot_pools_overview(recorder: Recorder, title: str, windows: list[Any]) -> F
     pools = recorder.nodes_with("pool_keys")
     lkms = sorted({pool.split("/", 1)[0] for pool in pools})
     row_of = {lkm: i for i, lkm in enumerate(lkms)}
-    times = sorted({t for pool in pools for t, _ in recorder.series(pool, "pool_keys")})
-    index = {t: i for i, t in enumerate(times)}
     # the bands come from an even sample of the pools (every one up to MAX_BAND_POOLS), so a
     # network of a hundred thousand pools does not hold a float object per reading; the
-    # heatmap adds every pool up as it goes
+    # heatmap adds every pool up as it goes. A pool's level holds until its next reading
+    # (decision 63), so each column holds every pool read so far, at its latest level.
     step = max(1, math.ceil(len(pools) / MAX_BAND_POOLS))
-    banded = set(pools[::step])
-    at: dict[float, list[float]] = {t: [] for t in times}
-    sums = [[0.0] * len(times) for _ in lkms]
-    counts = [[0] * len(times) for _ in lkms]
-    lowest = [math.inf] * len(times)
-    for pool in pools:
-        series = recorder.series(pool, "pool_keys")
-        top = max((v for _, v in series), default=0.0) or 1.0
-        row = row_of[pool.split("/", 1)[0]]
-        for t_s, value in series:
-            fill = 100.0 * value / top
-            column = index[t_s]
-            sums[row][column] += fill
-            counts[row][column] += 1
-            lowest[column] = min(lowest[column], fill)
-            if pool in banded:
-                at[t_s].append(fill)
+    top = [max((v for _, v in recorder.series(pool, "pool_keys")), default=0.0) or 1.0
+           for pool in pools]
+    row = [row_of[pool.split("/", 1)[0]] for pool in pools]
+    fills: list[float] = [math.inf] * len(pools)  # inf: not read yet (left out of the lowest)
+    sum_now, count_now = [0.0] * len(lkms), [0] * len(lkms)
+    times: list[float] = []
+    at: dict[float, list[float]] = {}
+    sums: list[list[float]] = [[] for _ in lkms]
+    counts: list[list[int]] = [[] for _ in lkms]
+    lowest: list[float] = []
+    for t_s, readings in readings_by_time(recorder, pools, "pool_keys"):
+        for index, value in readings:
+            fill, before = 100.0 * value / top[index], fills[index]
+            if before == math.inf:
+                count_now[row[index]] += 1
+                before = 0.0
+            sum_now[row[index]] += fill - before
+            fills[index] = fill
+        times.append(t_s)
+        at[t_s] = [fills[i] for i in range(0, len(pools), step) if fills[i] != math.inf]
+        for lkm_row in range(len(lkms)):
+            sums[lkm_row].append(sum_now[lkm_row])
+            counts[lkm_row].append(count_now[lkm_row])
+        lowest.append(min(fills))
     band_times = [t for t in times if at[t]]
     hours = [t / HOUR_S for t in band_times]
     qs = [statistics.quantiles(at[t], n=20, method="inclusive") if len(at[t]) > 1

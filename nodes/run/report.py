@@ -9,13 +9,15 @@ Event kinds and metric names are those of expect.py's data contract.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import statistics
 import textwrap
 from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 
@@ -156,17 +158,34 @@ def plot_pool_levels(recorder: Recorder, title: str, windows: list[OutageWindow]
 
 def _draw_envelope(ax: Axes, recorder: Recorder, pools: list[str]) -> None:
     """Over many pools, one line per pool is unreadable and slow: the lowest and the median
-    level of all pools at each sampling time stand for the ones not drawn."""
-    at: dict[float, list[float]] = {}
-    for pool in pools:
-        for t_s, value in recorder.series(pool, "pool_keys"):
-            at.setdefault(t_s, []).append(value)
-    times = sorted(at)
-    hours = [t / HOUR_S for t in times]
-    ax.plot(hours, [min(at[t]) for t in times], lw=1.6, c="black", ls="--",
-            drawstyle="steps-post", label="lowest of all pools")
-    ax.plot(hours, [statistics.median(at[t]) for t in times], lw=1.6, c="black",
-            drawstyle="steps-post", label="median of all pools")
+    level of all pools at each sampling time stand for the ones not drawn (each pool at the
+    level of its latest reading: decision 63)."""
+    current: dict[int, float] = {}
+    times: list[float] = []
+    lows: list[float] = []
+    medians: list[float] = []
+    for t_s, readings in readings_by_time(recorder, pools, "pool_keys"):
+        current.update(readings)
+        times.append(t_s / HOUR_S)
+        lows.append(min(current.values()))
+        medians.append(statistics.median(current.values()))
+    ax.plot(times, lows, lw=1.6, c="black", ls="--", drawstyle="steps-post",
+            label="lowest of all pools")
+    ax.plot(times, medians, lw=1.6, c="black", drawstyle="steps-post",
+            label="median of all pools")
+
+
+def readings_by_time(recorder: Recorder, nodes: list[str], metric: str
+                     ) -> Iterator[tuple[float, list[tuple[int, float]]]]:
+    """The readings of ``metric`` at ``nodes``, grouped by time in time order: ``(t_s,
+    [(index in nodes, value), ...])``. A series records a level when it changes and the level
+    holds until its next reading (decision 63), so a reader keeps each node's latest."""
+    def rows(index: int, node: str) -> Iterator[tuple[float, int, float]]:
+        return ((t_s, index, value) for t_s, value in recorder.series(node, metric))
+
+    merged = heapq.merge(*(rows(index, node) for index, node in enumerate(nodes)))
+    for t_s, group in itertools.groupby(merged, key=lambda row: row[0]):
+        yield t_s, [(index, value) for _, index, value in group]
 
 
 def _draw_syncs(ax: Axes, recorder: Recorder) -> list[Line2D]:
