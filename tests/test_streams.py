@@ -1,15 +1,22 @@
 """The per-flow random streams: SplitMix64 as published, exponential gaps that are exponential,
-streams fixed by their names, and a few dozen bytes each."""
+streams fixed by their names, a few dozen bytes each, and scenario runs that still repeat."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import tracemalloc
+from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
+from nodes.run.harness import run
+from nodes.run.scenario import parse_scenario
 from simulator import Simulation, Stream
 
+ROOT = Path(__file__).resolve().parent.parent
 M64 = (1 << 64) - 1
 
 
@@ -86,3 +93,45 @@ def test_a_stream_costs_tens_of_bytes_where_a_random_costs_kilobytes() -> None:
     stream = bytes_each(lambda i: Stream.named(1, f"flow:SAE_{i}:0:SAE_B"))
     mersenne = bytes_each(lambda i: random.Random(f"1:sae:SAE_{i}"))
     assert stream < 200 < 2000 < mersenne
+
+
+def scenario_data(**changes: Any) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "scenarios/quickstart.yaml").read_text())
+    data.update(changes)
+    return data
+
+
+async def test_quickstart_holds_and_repeats_byte_for_byte_and_moves_with_the_seed(
+        tmp_path: Path) -> None:
+    outcomes = {}
+    for name, seed in (("one", 42), ("two", 42), ("other", 43)):
+        outcomes[name] = await run(parse_scenario(scenario_data(seed=seed)), tmp_path / name)
+        assert outcomes[name].exit_code == 0, name  # every expectation held
+    for file in ("events.jsonl", "metrics.csv"):
+        assert (tmp_path / "one" / file).read_bytes() == (tmp_path / "two" / file).read_bytes()
+        assert (tmp_path / "one" / file).read_bytes() != (tmp_path / "other" / file).read_bytes()
+    assert outcomes["one"].summary["audit"]["mails_sent"] > 4000  # 26 mails/h for a week
+
+
+def delivery_times(folder: Path, master: str, slave: str) -> list[float]:
+    rows = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    return [row["t_s"] for row in rows if row["kind"] == "delivery"
+            and row["data"]["master"] == master and row["data"]["slave"] == slave]
+
+
+async def test_a_new_flow_leaves_the_other_flows_mails_where_they_were(tmp_path: Path) -> None:
+    """Each flow draws from its own stream: giving Alice a second correspondent moves none of
+    her mails to Bob (with one RNG per user, the two flows' draws interleaved)."""
+    carol = {"id": "SAE_CAROL_001", "email": "carol@example.com", "lkm": "LKM_A"}
+    base = scenario_data(duration="1d", outages=[], expect=["no_key_reuse"])
+    more = scenario_data(
+        duration="1d", outages=[], expect=["no_key_reuse"], saes=[*base["saes"], carol],
+        traffic=[*base["traffic"], {"from": "SAE_ALICE_001", "to": "SAE_CAROL_001",
+                                    "mails_per_hour": 13, "mail_bytes": 3000}])
+    await run(parse_scenario(base), tmp_path / "base")
+    await run(parse_scenario(more), tmp_path / "more")
+    for master, slave in (("SAE_ALICE_001", "SAE_BOB_001"), ("SAE_BOB_001", "SAE_ALICE_001")):
+        times = delivery_times(tmp_path / "base", master, slave)
+        assert len(times) > 200
+        assert delivery_times(tmp_path / "more", master, slave) == times
+    assert len(delivery_times(tmp_path / "more", "SAE_ALICE_001", "SAE_CAROL_001")) > 200
