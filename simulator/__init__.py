@@ -11,11 +11,12 @@ from simulator.durations import format_duration, parse_duration
 from simulator.metrics import Event, Recorder, Sample, event_json, format_float, merge_counts
 from simulator.records import EVENTS_FILE, SAMPLES_FILE, repair
 from simulator.runtime import Simulation
+from simulator.streams import Stream
 from simulator.system import SYSTEM, ActorSystem
 
 __all__ = [
     "EVENTS_FILE", "SAMPLES_FILE", "Activity", "Actor", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "Clock",
     "ClockError", "Directive", "Event", "Failure", "Lease", "Progress", "Promise", "Recorder",
-    "SYSTEM", "Sample", "Simulation", "Stalled", "Timer", "VirtualClock", "WallClock",
+    "SYSTEM", "Sample", "Simulation", "Stalled", "Stream", "Timer", "VirtualClock", "WallClock",
     "event_json", "format_duration", "format_float", "merge_counts", "parse_duration", "repair",
 ]

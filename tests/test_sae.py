@@ -7,13 +7,12 @@ unreachable LKM does (status 0); every other call reaches the LKM over HTTP."""
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 import aiohttp
 
 from nodes.traffic.sae import UNREACHABLE, HttpTransport, MailAudit, Reply, SendMail, SimulatedSAE
-from simulator import WallClock
+from simulator import Stream, WallClock
 from tests.support import Node, store_audit
 
 ALICE, BOB = "SAE_ALICE_001", "SAE_BOB_001"
@@ -52,8 +51,8 @@ async def users(node: Node, session: aiohttp.ClientSession, drop_for_bob: set[in
     made = []
     for sae, drop in ((ALICE, set()), (BOB, drop_for_bob)):
         transport = Flaky(HttpTransport(session, node.url), drop)
-        actor = SimulatedSAE(sae, transport, clock, random.Random(sae), record, audit,
-                             KEY_BITS, 2, peers)
+        actor = SimulatedSAE(sae, transport, clock, lambda name: Stream.named(0, name), record,
+                             audit, KEY_BITS, 2, peers)
         peers[sae] = await node.system.spawn(actor)
         made.append(actor)
     return made[0], made[1], audit, events

@@ -152,6 +152,7 @@ class Network:
         self._ports: dict[str, int] = {}
         self._crash_causes: dict[str, set[str]] = {}
         self.saes: dict[str, ActorRef[Any]] = {}
+        self.flow_streams = sim.derived_stream  # one bound method for every SAE, not one each
         self.session: aiohttp.ClientSession | None = None
         self._levels: dict[str, dict[str, int]] = {}  # LKM -> pool -> the level last written
         self._written: dict[str, set[str]] = {}  # LKM -> the pools written at _pass_s
@@ -270,7 +271,7 @@ class Network:
         else:
             transport = HttpTransport(self.session, self.nodes[lkm_id].url)
         actor = SimulatedSAE(sae_id, transport, self.sim.clock,
-                             self.sim.derived_rng(f"sae:{sae_id}"), self.sim.record, self.audit,
+                             self.flow_streams, self.sim.record, self.audit,
                              settings.key_size_bits, settings.max_keys_per_request,
                              MappingProxyType(self.saes), flows)
         self.saes[sae_id] = await self.sim.spawn(actor)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -27,7 +26,7 @@ import aiohttp
 from nodes.keynode import GetKeys, GetKeysWithIds, QKDError
 from nodes.server import keys_body
 from nodes.traffic.trace import SIMULATED_HEADER
-from simulator import Actor, ActorRef, ActorStopped, Clock
+from simulator import Actor, ActorRef, ActorStopped, Clock, Stream
 
 API = "/api/v1/keys"
 
@@ -152,13 +151,13 @@ class SimulatedSAE(Actor):
     send it. ``peers`` maps SAE IDs to their actors (filled by the builder as they spawn)."""
 
     def __init__(self, sae_id: str, transport: Transport, clock: Clock,
-                 rng: random.Random, record: Record, audit: MailAudit, key_size_bits: int,
-                 max_keys_per_request: int, peers: Mapping[str, ActorRef[Any]],
-                 flows: Sequence[Flow] = ()) -> None:
+                 streams: Callable[[str], Stream], record: Record, audit: MailAudit,
+                 key_size_bits: int, max_keys_per_request: int,
+                 peers: Mapping[str, ActorRef[Any]], flows: Sequence[Flow] = ()) -> None:
         super().__init__(sae_id)
         self.transport = transport
         self.clock = clock
-        self.rng = rng
+        self.streams = streams
         self.record = record
         self.audit = audit
         self.key_size_bits = key_size_bits
@@ -170,18 +169,19 @@ class SimulatedSAE(Actor):
     async def on_start(self) -> None:
         if not self._flowing:  # a restart keeps the flows' timers running
             self._flowing = True
-            for flow in self.flows:
-                self._start_flow(flow)
+            for index, flow in enumerate(self.flows):
+                self._start_flow(flow, self.streams(flow_stream_name(self.name, index, flow)))
 
-    def _start_flow(self, flow: Flow) -> None:
-        """Schedule this flow's next mail, and the one after it, for ever."""
+    def _start_flow(self, flow: Flow, stream: Stream) -> None:
+        """Schedule this flow's next mail, and the one after it, for ever, with gaps drawn
+        from the flow's own stream (another flow's mails never shift this one's)."""
         rate_per_s = flow.mails_per_hour / 3600.0
 
         def arrive() -> None:
             self.ref.tell(SendMail(flow.to_sae, flow.mail_bytes))
-            self.clock.call_later(self.rng.expovariate(rate_per_s), arrive)
+            self.clock.call_later(stream.expovariate(rate_per_s), arrive)
 
-        self.clock.call_later(self.rng.expovariate(rate_per_s), arrive)
+        self.clock.call_later(stream.expovariate(rate_per_s), arrive)
 
     async def receive(self, message: object) -> None:
         if isinstance(message, SendMail):
@@ -241,6 +241,11 @@ class SimulatedSAE(Actor):
             self.audit.released_keys += len(mail.key_ids)
         else:
             self.audit.mails_received += 1
+
+
+def flow_stream_name(sae_id: str, index: int, flow: Flow) -> str:
+    """The name of the stream a sender's ``index``-th flow draws its gaps from."""
+    return f"flow:{sae_id}:{index}:{flow.to_sae}"
 
 
 def key_digest(key_b64: str) -> str:
