@@ -278,3 +278,20 @@ async def test_the_private_aiosqlite_names_the_store_relies_on_still_exist(tmp_p
                                  db._conn) == 42
     finally:
         await db.close()
+
+
+async def test_a_simulations_stores_share_a_page_cache_budget(tmp_path: Path) -> None:
+    """Decision 65: 512 KiB each up to 128 stores, 64 MiB shared beyond, never under 128 KiB;
+    SQLite is asked for it (a served store keeps SQLite's own default)."""
+    from nodes.keynode.store import simulated_cache_kib
+
+    assert [simulated_cache_kib(n) for n in (1, 10, 128, 256, 512, 1000)] == \
+        [512, 512, 512, 256, 128, 128]
+    for cache_kib, inline in ((128, True), (None, True), (128, False)):
+        store = await KeyStore.open(tmp_path / f"{cache_kib}{inline}.db", inline=inline,
+                                    cache_kib=cache_kib)
+        try:
+            size = await store.read(lambda db: db.execute("PRAGMA cache_size").fetchone()[0])
+        finally:
+            await store.close()
+        assert size == (-(cache_kib or 512) if inline else -2000)

@@ -54,7 +54,7 @@ from nodes.keynode.messages import (
                                   ignore,
 )
 from nodes.keynode.naming import RESERVED_IDS, check_sae_id, pool_node, sae_id_problem
-from nodes.keynode.store import Key, KeyState, KeyStore
+from nodes.keynode.store import Key, KeyState, KeyStore, simulated_cache_kib
 from nodes.keynode.supply import KeySupply, LocalKeySupply, Shipment
 from nodes.keynode.views import pool_view, pools_view, status_view, sync_view
 
@@ -63,7 +63,7 @@ __all__ = [
     "DeleteUser",
     "Directory", "ENV_VARIABLES", "ExtensionMandatoryUnmet", "ExtensionMandatoryUnsupported",
     "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
-    "KMUnreachable", "Key", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
+    "KMUnreachable", "Key", "simulated_cache_kib", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
     "LocalKeyManager", "LocalKeySupply", "MarkConsumed", "MethodNotAllowed", "NodeConfig", "NotFound",
     "SenderQuota", "is_loopback",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",

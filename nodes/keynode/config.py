@@ -71,6 +71,7 @@ class NodeConfig:
     tls: TlsFiles | None = None
     # SQLite on the event loop's thread instead of aiosqlite's (the simulator's virtual clock)
     inline_store: bool = False
+    store_cache_kib: int | None = None  # an inline store's page cache (None: the most)
     seed: int = 0  # of the jitter on sync retries (a simulation passes its scenario's seed)
     profile: str = "etsi"
     status_shape: str = "auto"

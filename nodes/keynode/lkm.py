@@ -107,7 +107,8 @@ class LocalKeyManager(Actor):
         self._retries = RetryTimers(self.clock, f"{self.config.seed}:{self.name}:retry",
                                     lambda sae_id: self.ref.tell(RetrySync(sae_id)))
         self._store = await KeyStore.open(self.config.db_path, inline=self.config.inline_store,
-                                          master_key=self.config.master_key)
+                                          master_key=self.config.master_key,
+                                          cache_kib=self.config.store_cache_kib)
         self._schedule_sync()
 
     async def on_stop(self) -> None:

@@ -34,6 +34,7 @@ from nodes.keynode import (
     SyncPolicy,
     TlsFiles,
     pool_node,
+    simulated_cache_kib,
 )
 from nodes.network import (
     Edge,
@@ -191,6 +192,7 @@ class Network:
             min_pool_size=1, max_pool_size=max(pool_sizes),
             sync=SyncPolicy(sync.interval_s, sync.threshold, sync.emergency),
             inline_store=self.scenario.clock == "virtual" and not self.serving,
+            store_cache_kib=simulated_cache_kib(len(self.scenario.lkms)),
             seed=self.scenario.seed, profile=settings.profile,
             status_shape=settings.status_shape, sender_quota=_quota(settings.sender_quota),
             operators=self.scenario.operators,

@@ -10,7 +10,8 @@ from nodes.keynode.store import audit, delivery, pools, shipping, synclog
 from nodes.keynode.store.connection import KeyStore, Txn
 from nodes.keynode.store.keys import Key, KeyState
 from nodes.keynode.store.pools import PoolStatus
+from nodes.keynode.store.schema import simulated_cache_kib
 from nodes.keynode.store.synclog import SyncStats
 
 __all__ = ["Key", "KeyState", "KeyStore", "PoolStatus", "SyncStats", "Txn", "audit",
-           "delivery", "pools", "shipping", "synclog"]
+           "delivery", "pools", "shipping", "simulated_cache_kib", "synclog"]

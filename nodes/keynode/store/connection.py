@@ -20,7 +20,12 @@ import aiosqlite
 
 from nodes.keynode.config import ConfigError
 from nodes.keynode.errors import QKDError
-from nodes.keynode.store.schema import SERVED_PRAGMAS, SIMULATED_PRAGMAS, prepare
+from nodes.keynode.store.schema import (
+    CACHE_MAX_KIB,
+    SERVED_PRAGMAS,
+    SIMULATED_PRAGMAS,
+    prepare,
+)
 from nodes.keynode.store.sealing import SealedConnection
 
 T = TypeVar("T")
@@ -83,9 +88,11 @@ class KeyStore:
 
     @classmethod
     async def open(cls, path: str | Path, inline: bool = False,
-                   master_key: bytes | None = None) -> "KeyStore":
+                   master_key: bytes | None = None, cache_kib: int | None = None) -> "KeyStore":
         """Open (or create) the file; with ``master_key`` its key material is sealed at rest
-        (:mod:`.sealing`). A file sealed under another key or none is refused (ConfigError)."""
+        (:mod:`.sealing`). A file sealed under another key or none is refused (ConfigError).
+        ``inline`` (a simulation's store) pages through ``cache_kib`` of cache
+        (:func:`~.schema.simulated_cache_kib`)."""
         factory = sqlite3.Connection if master_key is None else SealedConnection
         if inline:
             db: Any = sqlite3.connect(str(path), isolation_level=None, factory=factory)
@@ -93,7 +100,9 @@ class KeyStore:
             db = await aiosqlite.connect(str(path), isolation_level=None, factory=factory)
         store = cls(db, str(path))
         try:
-            await store._prepare(SIMULATED_PRAGMAS if inline else SERVED_PRAGMAS, master_key)
+            pragmas = (*SIMULATED_PRAGMAS, f"cache_size=-{cache_kib or CACHE_MAX_KIB}") \
+                if inline else SERVED_PRAGMAS
+            await store._prepare(pragmas, master_key)
         except BaseException as error:
             # closed whatever went wrong: an open aiosqlite connection is a thread that keeps
             # the process from exiting

@@ -70,10 +70,18 @@ SERVED_PRAGMAS = ("busy_timeout=5000", "journal_mode=WAL", "synchronous=NORMAL",
                   "secure_delete=ON", "foreign_keys=ON")
 #: a simulation's files are its own: one connection each, and a simulated crash stops the actor,
 #: not the process, so every committed transaction survives it without an fsync or an on-disk
-#: journal; the file is locked while the run holds it open (readable afterwards). A simulation
-#: may hold a thousand stores open: 512 KiB of page cache each, not SQLite's 2 MB.
+#: journal; the file is locked while the run holds it open (readable afterwards).
 SIMULATED_PRAGMAS = (*SERVED_PRAGMAS, "journal_mode=MEMORY", "locking_mode=EXCLUSIVE",
-                     "synchronous=OFF", "cache_size=-512")
+                     "synchronous=OFF")
+#: A simulation may hold a thousand stores open, each with a page cache that fills as the run
+#: goes: they share a budget (64 MiB), 512 KiB each up to 128 stores, never under 128 KiB. At
+#: 1,000 LKMs 512 KiB each was 0.5 GB of a day's growth (decision 65).
+CACHE_BUDGET_KIB, CACHE_MAX_KIB, CACHE_MIN_KIB = 64 * 1024, 512, 128
+
+
+def simulated_cache_kib(stores: int) -> int:
+    """Each store's page cache when a simulation holds ``stores`` of them."""
+    return max(CACHE_MIN_KIB, min(CACHE_MAX_KIB, CACHE_BUDGET_KIB // max(1, stores)))
 
 
 def prepare(db: sqlite3.Connection, pragmas: tuple[str, ...],
