@@ -139,6 +139,10 @@ class VirtualClock:
             lease.renew()  # the task goes on (to its clean-up) as counted work
             raise
 
+    def clear(self) -> None:
+        """Drop every pending timer (the run is over)."""
+        self._heap.clear()
+
     def next_time(self) -> float | None:
         self._drop_cancelled()
         return self._heap[0][0] if self._heap else None

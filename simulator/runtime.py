@@ -79,4 +79,9 @@ class Simulation:
         return self.clock.steps
 
     async def shutdown(self) -> None:
+        """Stop every actor, then drop the timers still pending (a user's next mail, a
+        scheduled sync): they hold the actors, which the run no longer needs."""
         await self.system.stop_all()
+        if isinstance(self.clock, VirtualClock):
+            self.clock.clear()
+        await asyncio.sleep(0)  # the stopped loops' done callbacks, which hold their cells

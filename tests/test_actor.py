@@ -290,3 +290,23 @@ async def test_a_deferred_reply_arrives_when_given_and_is_refused_if_the_actor_s
     with pytest.raises(ActorStopped):
         await pending
     assert system.failures == []
+
+
+async def test_a_shut_down_simulation_holds_none_of_its_actors() -> None:
+    """What a run built may go before its report: stopping drops the actors' cells, and the
+    timers still pending (a user's next mail) that would hold them."""
+    import functools
+    import gc
+    import weakref
+
+    from simulator import Simulation
+
+    sim = Simulation(1)
+    actor = Recorder("held")
+    await sim.spawn(actor)
+    sim.clock.call_later(3600.0, functools.partial(actor.receive, "never"))  # pending at the end
+    alive = weakref.ref(actor)
+    del actor
+    await sim.shutdown()
+    gc.collect()
+    assert alive() is None

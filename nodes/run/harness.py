@@ -123,7 +123,7 @@ async def _start_without_collecting(network: Network) -> None:
     what was built: the actors, stores and directories of a large network live for the whole
     run, and every full collection walked them again (at 1,000 LKMs, millions of objects, a
     pass of seconds each, 18 % of a profile of the run). Frozen objects are still freed by
-    reference counting; :func:`gc.unfreeze` at the end of the run hands them back."""
+    reference counting; :func:`gc.unfreeze` once the network has closed hands them back."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -181,11 +181,13 @@ async def _execute(scenario: Scenario, out_dir: Path, clock: str,
         if flusher is not None:
             flusher.cancel()
         sim.recorder.close()
-    try:
-        return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
-                       engine_error, links, early=serving)
-    finally:  # what the run built may go now (a sweep runs many runs in one process)
-        gc.unfreeze()
+    # what the run built may go before the report, which needs only the recorder's files (at
+    # 1,000 LKMs the report's tables and the network's leftovers made the run's peak)
+    del network
+    gc.unfreeze()
+    gc.collect()
+    return _report(scenario, sim, audit, out_dir, time.perf_counter() - began, setup_s,
+                   engine_error, links, early=serving)
 
 
 async def _flush_every_second(sim: Simulation) -> None:
