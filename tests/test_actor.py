@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
+import weakref
 
 import pytest
 
-from simulator import Actor, ActorStopped, ActorSystem, Directive
+from simulator import Actor, ActorStopped, ActorSystem, Directive, Simulation
 
 
 class Recorder(Actor):
@@ -295,12 +298,6 @@ async def test_a_deferred_reply_arrives_when_given_and_is_refused_if_the_actor_s
 async def test_a_shut_down_simulation_holds_none_of_its_actors() -> None:
     """What a run built may go before its report: stopping drops the actors' cells, and the
     timers still pending (a user's next mail) that would hold them."""
-    import functools
-    import gc
-    import weakref
-
-    from simulator import Simulation
-
     sim = Simulation(1)
     actor = Recorder("held")
     await sim.spawn(actor)

@@ -8,6 +8,7 @@ import csv
 import random
 from pathlib import Path
 
+from nodes.dashboard import LiveView
 from nodes.keynode.messages import ListPools
 from nodes.keynode.naming import pool_node
 from nodes.run.builder import Network
@@ -151,8 +152,6 @@ def test_the_plots_of_many_pools_draw_the_same_from_change_only_rows() -> None:
 
 
 def test_the_live_view_holds_unchanged_pools_at_each_pass() -> None:
-    from nodes.dashboard import LiveView
-
     view = LiveView()
     pools = [f"LKM_A/SAE_{i:02d}" for i in range(20)]  # over the page's line limit: aggregate
     for t_s in (0.0, 600.0, 1200.0):

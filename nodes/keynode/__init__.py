@@ -63,11 +63,11 @@ __all__ = [
     "DeleteUser",
     "Directory", "ENV_VARIABLES", "ExtensionMandatoryUnmet", "ExtensionMandatoryUnsupported",
     "GetKeys", "GetKeysWithIds", "GetKmStatus", "GetStatus", "InsufficientKeys",
-    "KMUnreachable", "Key", "simulated_cache_kib", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
+    "KMUnreachable", "Key", "NoLinkKey", "KeyState", "KeyStore", "KeySupply", "KeysNotFound", "ListPools",
     "LocalKeyManager", "LocalKeySupply", "MarkConsumed", "MethodNotAllowed", "NodeConfig", "NotFound",
     "SenderQuota", "is_loopback",
     "Observer", "PayloadTooLarge", "QKDError", "RESERVED_IDS", "Refill", "Register",
     "Shipment", "ShipSlice", "SizeNotMultipleOf8", "Sync", "SyncPolicy", "TlsFiles",
     "TooManyRequests", "Unauthorized", "UnshipSlice", "Forbidden", "check_sae_id", "ignore", "pool_node", "pool_view",
-    "pools_view", "sae_id_problem", "status_view", "sync_view",
+    "pools_view", "sae_id_problem", "simulated_cache_kib", "status_view", "sync_view",
 ]
