@@ -135,8 +135,10 @@ async def test_no_path_fails_cleanly_with_nothing_spent_or_shipped(tmp_path: Pat
         net.links[edge_key("KM3", "KM4")].tell(SetUp(False))
         before_links, before_home = await levels(net), await pools(net, "LKM_B")
         assert await relay(net, "KM1", "KM4", 1) == (None, 0, "no_path")
+        task = net.sim.start_task(net.km_network.fetch_slice("LKM_A", B, "LKM_B", 10))
+        await net.sim.settle()
         with pytest.raises(KMUnreachable):
-            await net.km_network.fetch_slice("LKM_A", B, "LKM_B", 10)
+            task.result()
         assert await levels(net) == before_links
         assert await pools(net, "LKM_B") == before_home
 
@@ -213,15 +215,18 @@ async def test_added_latency_on_a_relay_km_delays_slice_syncs_in_virtual_time(tm
     slow = [e for e in syncs if 3600 <= e["t_s"] < 7 * 3600]
     fast = [e for e in syncs if e["t_s"] >= 7 * 3600 + 600]
     assert slow and fast
-    assert all(e["data"]["duration_s"] == 600.0 for e in slow)  # two hops through KM2, 5 min each
+    # the ask and the keys each cross two hops through KM2, 5 min each
+    assert all(e["data"]["duration_s"] == 1200.0 for e in slow)
     assert all(e["data"]["duration_s"] == 0.0 for e in fast)
     assert outcome.summary["audit"]["mismatched_keys"] == 0
 
 
-async def test_a_relay_cut_short_by_a_crash_refunds_every_hop_and_gives_the_keys_back(
+async def test_keys_on_their_way_to_a_crashed_lkm_go_home_and_the_key_spent_stays_spent(
         tmp_path) -> None:
-    """LKM_A's worker has shipped Bob's keys and spent both hops, and sleeps out the relay's
-    added latency when LKM_A crashes: the link key comes back and so do Bob's keys."""
+    """Each hop takes 10 min: the ask reaches KM3 at 20 min, Bob's keys leave, and LKM_A crashes
+    at 25 min. The keys still cross both hops (each spends its bits at its master end, KM2 and
+    KM1, as they arrive), find no one waiting at KM1 at 40 min and go home: Bob's pool has them
+    back at 60 min. The link key they used stays spent."""
     slow = [{**link, "rate_bps": 1e-6, "buffer_bits": 10**9} for link in LINE]
     async with network(tmp_path, topology(slow)) as net:
         for edge in net.links:
@@ -229,20 +234,24 @@ async def test_a_relay_cut_short_by_a_crash_refunds_every_hop_and_gives_the_keys
         await net.sim.settle()
         status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 3})
         assert status == 200
+        await net.sim.settle()
+        home_store = net.nodes["LKM_B"].lkm.store
+        shipped = await home_store.read(store_audit.shipped_to)
         before_links, before_home = await levels(net), await pools(net, "LKM_B")
         assert await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
-        await net.sim.run(net.sim.clock.now() + 60)  # the relay has spent, and waits
+        await net.sim.run(net.sim.clock.now() + 1500)  # shipped, on the way to KM2
+        assert (await pools(net, "LKM_B"))[B] == before_home[B] - 3
+        assert await levels(net) == before_links  # nothing spent before KM2 sees them
+        net.crash("LKM_A")
+        await net.sim.run(net.sim.clock.now() + 1500)  # at KM1 at 40 min, home at 60
         spent = {edge: before_links[edge] - level for edge, level in (await levels(net)).items()}
         assert spent == {edge: pytest.approx(3 * KEY_BITS + AUTH, abs=1) for edge in net.links}
         assert (await pools(net, "LKM_B"))[B] == before_home[B] - 3
-        net.crash("LKM_A")
-        await net.sim.settle()
-        after_links = await levels(net)
-        assert after_links == {edge: pytest.approx(before_links[edge], abs=1) for edge in net.links}
+        await net.sim.run(net.sim.clock.now() + 3600)
         assert await pools(net, "LKM_B") == before_home
-        home_store = net.nodes["LKM_B"].lkm.store
-        assert await home_store.read(store_audit.shipped_to) == {
-            "LKM_A": [f"qk_{B}_{seq:06d}" for seq in range(1, 41)]}  # the slice's 37 + 3 read
+        assert await levels(net) == {edge: pytest.approx(before_links[edge] - spent[edge], abs=1)
+                                     for edge in net.links}
+        assert await home_store.read(store_audit.shipped_to) == shipped
         assert net.sim.system.failures == []
         assert [e.kind for e in net.sim.recorder.events_of("sync")
                 if e.get("pool") == f"LKM_A/{B}" and e.t_s > 0] == []

@@ -55,8 +55,9 @@ def test_key_aware_pays_for_a_hop_as_its_key_falls_relative_to_demand() -> None:
 
 
 async def test_a_slice_arrives_after_its_paths_latency(tmp_path: Path) -> None:
-    """Two 100 km hops and 10 ms of processing per hop: each top-up takes
-    2 x (100 km x 5 us/km + 10 ms) = 21 ms, and its sync ends that long after it started."""
+    """Two 100 km hops and 10 ms of processing per hop: the keys take
+    2 x (100 km x 5 us/km + 10 ms) = 21 ms from the home pool to the slice, after the ask took
+    as long to reach the home KM, so each sync ends 42 ms after it started."""
     line = [{"a": "KM1", "b": "KM2", "model": "fixed", "rate_bps": 1e5, "length_km": 100,
              "initial_bits": 10_000_000},
             {"a": "KM2", "b": "KM3", "model": "fixed", "rate_bps": 1e5, "length_km": 100,
@@ -70,7 +71,7 @@ async def test_a_slice_arrives_after_its_paths_latency(tmp_path: Path) -> None:
              and row["data"]["keys_received"]]
     assert len(relays) >= 3 and len(syncs) == len(relays)
     assert all(row["data"]["delay_s"] == pytest.approx(0.021) for row in relays)
-    assert all(row["data"]["duration_s"] == pytest.approx(0.021) for row in syncs)
+    assert all(row["data"]["duration_s"] == pytest.approx(0.042) for row in syncs)
 
 
 async def test_exposure_in_relay_line_is_every_relayed_key_seen_by_the_middle_km(
@@ -103,37 +104,62 @@ async def test_the_three_routing_policies_on_routing_compare(tmp_path: Path) -> 
     assert (tmp_path / "fewest_hops/summary.json").is_file()
 
 
-async def test_a_km_going_down_under_a_relay_message_fails_it_and_refunds(tmp_path) -> None:
-    """Hops are messages from KM to KM: KM2 goes down while the message is on its way to it
-    (each hop takes 10 min here), so the relay fails there; every hop gets its key back and
-    Bob's keys go home."""
+async def _slow_line_sync(net, down_after_s: float) -> tuple[dict, int, object]:
+    """A manual sync of Bob's slice at LKM_A over LINE with 10 min per hop, KM2 going down
+    ``down_after_s`` into it: what the links had relayed before, Bob's home pool before, and
+    the sync's record once the clock settled."""
     from nodes.keynode.messages import Sync
     from nodes.network.km import SetDown
     from nodes.network.link import GetAccount, SetLatency
-    from tests.test_network import LINE, call, network, pools
+    from tests.test_network import call, pools
+
+    for ref in net.links.values():
+        ref.tell(SetLatency(600.0))
+    status, _ = await call(net, "LKM_A", A, "POST", "/api/v1/keys/" + B + "/enc_keys",
+                           json={"number": 3})
+    assert status == 200
+    await net.sim.settle()
+    relayed = {edge: (await ref.ask(GetAccount()))["relayed_bits"]
+               for edge, ref in net.links.items()}
+    home = (await pools(net, "LKM_B"))[B]
+    await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
+    await net.sim.run(net.sim.clock.now() + down_after_s)
+    net.kms["KM2"].tell(SetDown(True, "test"))
+    await net.sim.run(net.sim.clock.now() + 4 * 3600)
+    syncs = [e for e in net.sim.recorder.events_of("sync") if e.get("pool") == f"LKM_A/{B}"]
+    return relayed, home, [e for e in syncs if e.get("reason") == "manual"][-1]
+
+
+async def test_a_km_down_under_the_ask_fails_the_sync_with_nothing_shipped(tmp_path) -> None:
+    """The ask walks KM1 -> KM2 -> KM3 (10 min a hop): KM2 goes down before it arrives, so the
+    try ends there, its answer is back at KM1 10 min later, and no other path exists."""
+    from nodes.network.link import GetAccount
+    from tests.test_network import LINE, network, pools
 
     async with network(tmp_path, topology(LINE)) as net:
-        for ref in net.links.values():
-            ref.tell(SetLatency(600.0))
-        status, _ = await call(net, "LKM_A", A, "POST", "/api/v1/keys/" + B + "/enc_keys",
-                               json={"number": 3})
-        assert status == 200
-        await net.sim.settle()
-        before_links = {edge: (await ref.ask(GetAccount()))["relayed_bits"]
-                        for edge, ref in net.links.items()}
-        before_home = (await pools(net, "LKM_B"))[B]
-        await net.lkm_refs["LKM_A"].ask(Sync("manual", (B,)))
-        await net.sim.run(net.sim.clock.now() + 60)  # spent, and on its way to KM2
-        net.kms["KM2"].tell(SetDown(True, "test"))
-        await net.sim.run(net.sim.clock.now() + 3600)
-        after_links = {edge: (await ref.ask(GetAccount()))["relayed_bits"]
-                       for edge, ref in net.links.items()}
-        assert after_links == before_links  # spent on both hops, then refunded
-        assert (await pools(net, "LKM_B"))[B] == before_home
-        syncs = [e for e in net.sim.recorder.events_of("sync") if e.get("pool") == f"LKM_A/{B}"]
-        cut = [e for e in syncs if e.get("reason") == "manual"][-1]
+        relayed, home, cut = await _slow_line_sync(net, 60)
+        assert {edge: (await ref.ask(GetAccount()))["relayed_bits"]
+                for edge, ref in net.links.items()} == relayed
+        assert (await pools(net, "LKM_B"))[B] == home
         assert cut.get("outcome") == "unreachable"
-        assert cut.get("duration_s") == pytest.approx(600.0)  # failed on arriving at KM2
+        assert cut.get("duration_s") == pytest.approx(1200.0)
+        assert net.sim.system.failures == []
+
+
+async def test_a_km_down_under_the_keys_sends_them_home(tmp_path) -> None:
+    """The keys left KM3 at 20 min and reach KM2 at 30 min, which went down at 25: the try ends
+    there (KM2 would have spent the KM2-KM3 hop, so nothing was spent); the keys are back in
+    Bob's home pool 10 min later, and the answer reaches KM1 then too."""
+    from nodes.network.link import GetAccount
+    from tests.test_network import LINE, network, pools
+
+    async with network(tmp_path, topology(LINE)) as net:
+        relayed, home, cut = await _slow_line_sync(net, 1500)
+        assert {edge: (await ref.ask(GetAccount()))["relayed_bits"]
+                for edge, ref in net.links.items()} == relayed
+        assert (await pools(net, "LKM_B"))[B] == home
+        assert cut.get("outcome") == "unreachable"
+        assert cut.get("duration_s") == pytest.approx(2400.0)
         assert net.sim.system.failures == []
 
 
@@ -172,3 +198,30 @@ def test_the_path_avoiding_links_and_kms_is_the_first_of_the_networkx_view() -> 
             filter_edge=lambda x, y: edge_key(x, y) not in bad_edges)
         want = first_of_all_shortest(view, a, b)
         assert shortest_path(graph, a, b, bad_edges, bad_nodes) == want, trial
+
+
+async def test_each_hop_is_spent_at_its_master_end_as_the_keys_pass(tmp_path) -> None:
+    """KM3 asks KM1 for keys over KM1 - KM2 - KM3, 10 min a hop: the ask reaches KM1 at 20 min.
+    KM1 keeps the books of KM1-KM2 and KM2 those of KM2-KM3 (the first end in name order), so
+    the keys spend KM1-KM2 as they leave KM1 (20 min) and KM2-KM3 as they leave KM2 (30 min);
+    they reach KM3 at 40 min."""
+    from nodes.network.link import SetLatency
+    from tests.test_network import KEY_BITS, LINE, levels, network
+
+    slow = [{**link, "rate_bps": 1e-6, "buffer_bits": 10**9} for link in LINE]  # no refill
+    async with network(tmp_path, topology(slow)) as net:
+        for ref in net.links.values():
+            ref.tell(SetLatency(600.0))
+        await net.sim.settle()
+        before = await levels(net)
+        task = net.sim.start_task(net.km_network.relay("KM1", "KM3", KEY_BITS, 2))
+        seen = []
+        for at_s in (1199, 1201, 1799, 1801, 2399):
+            await net.sim.run(at_s)
+            now = await levels(net)
+            seen.append(tuple(round(before[edge] - now[edge]) for edge in sorted(now)))
+            assert not task.done()
+        await net.sim.run(2401)
+        assert task.result() == (["KM1", "KM2", "KM3"], 2, "ok")
+    paid = 2 * KEY_BITS + 128
+    assert seen == [(0, 0), (paid, 0), (paid, 0), (paid, paid), (paid, paid)]

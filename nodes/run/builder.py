@@ -202,7 +202,8 @@ class Network:
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:
             manager = KeyManager(km.id, km.key_rate_bps, self.sim.clock,
-                                 self.sim.derived_rng(f"km:{km.id}"), self.sim.record)
+                                 self.sim.derived_rng(f"km:{km.id}"), self.sim.record,
+                                 self.km_network.arrive)
             self.kms[km.id] = await self.sim.spawn(manager)
         for link in self.scenario.links:
             qkd_link = QKDLink(link_spec(link), self.sim.clock, self.sim.record)
