@@ -6,6 +6,7 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 
 from nodes.network.km import Generate, KeyManager, Ping, SetDown
 from nodes.network.link import (
+    PROPAGATION_S_PER_KM,
     STATES,
     Available,
     Degrade,
@@ -20,6 +21,7 @@ from nodes.network.link import (
     SetUp,
     Spend,
 )
+from nodes.network.partition import NoLookahead, Plan, cut_links, plan_partitions
 from nodes.network.rates import (
     CALIBRATION,
     GYS_CUTOFF_KM,
@@ -47,5 +49,6 @@ __all__ = [
     "preset_model", "bottleneck", "ROUTING_POLICIES",
     "Degrade", "Edge", "Generate", "GetLatency", "KMNetwork", "KeyManager", "Level", "Ping",
     "QKDLink", "Refund", "SetDown", "SetLatency", "SetUp", "Spend", "edge_key", "hops",
-    "km_graph", "shortest_path",
+    "km_graph", "shortest_path", "NoLookahead", "Plan", "cut_links", "plan_partitions",
+    "PROPAGATION_S_PER_KM",
 ]
