@@ -183,3 +183,28 @@ async def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path)
         assert not gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+async def test_mail_takes_mail_delay_to_reach_its_receiver(tmp_path: Path) -> None:
+    """Alice's keys are handed to her (``delivery``) when she sends, Bob's (``consumed``) when
+    he reads: 90 s later with ``mail_delay: 90s``, at once without. Mails still in flight at the
+    end are sent, not yet read."""
+    one_way = [{"from": "SAE_ALICE_001", "to": "SAE_BOB_001", "mails_per_hour": 6,
+                "mail_bytes": 1000}]
+    times = {}
+    for delay in ("0s", "90s"):
+        data = two_users(duration="6h", outages=[], traffic=one_way, mail_delay=delay,
+                         transport="direct")
+        outcome = await run(parse_scenario(data), tmp_path / delay)
+        rows = [json.loads(line)
+                for line in (tmp_path / delay / "events.jsonl").read_text().splitlines()]
+        sent = [row["t_s"] for row in rows if row["kind"] == "delivery"]
+        read = [row["t_s"] for row in rows if row["kind"] == "consumed"]
+        times[delay] = sent, read, outcome.summary["audit"]
+    sent, read, audit = times["0s"]
+    assert len(sent) > 20 and read == sent and audit["mails_received"] == len(sent)
+    sent, read, audit = times["90s"]
+    assert sent == times["0s"][0]  # the same mails, sent at the same times
+    in_flight = [t for t in sent if t + 90 > 6 * 3600]
+    assert read == [t + 90 for t in sent if t + 90 <= 6 * 3600]
+    assert audit["mails_received"] == len(sent) - len(in_flight)

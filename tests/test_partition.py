@@ -12,8 +12,9 @@ from nodes.run.regions import main, plan_for
 from nodes.run.scenario import ScenarioError, parse_scenario
 
 
-def forty() -> dict:
-    return city(kms=40, lkms=40, users=80, duration="7d", seed=11, name="forty")
+def forty(mail_delay: str = "1s") -> dict:
+    return {**city(kms=40, lkms=40, users=80, duration="7d", seed=11, name="forty"),
+            "mail_delay": mail_delay}
 
 
 def contiguous(kms: list[str], n: int) -> tuple[tuple[str, ...], ...]:
@@ -62,6 +63,17 @@ def test_cut_links_that_take_no_time_are_refused_no_lookahead() -> None:
     [line] = refused.value.errors
     assert line.startswith("partitions: no lookahead: cut links KM")
     assert plan_for(parse_scenario(ring("1ms")), 2).lookahead_s == pytest.approx(0.001)
+
+
+def test_mail_between_regions_must_take_at_least_the_lookahead() -> None:
+    instant = parse_scenario(forty("0s"))
+    assert plan_for(instant, 1).cut == ()  # one region: no mail crosses
+    with pytest.raises(ScenarioError) as refused:
+        plan_for(instant, 2)
+    [line] = refused.value.errors
+    assert line.startswith("mail_delay: ") and "send mail between regions" in line
+    plan = plan_for(parse_scenario(forty("1s")), 2)
+    assert plan_for(parse_scenario(forty(f"{plan.lookahead_s}s")), 2) == plan
 
 
 def test_a_split_the_graph_cannot_give_names_partitions() -> None:

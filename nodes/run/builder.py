@@ -276,7 +276,7 @@ class Network:
         actor = SimulatedSAE(sae_id, transport, self.sim.clock,
                              self.flow_streams, self.sim.record, self.audit,
                              settings.key_size_bits, settings.max_keys_per_request,
-                             MappingProxyType(self.saes), flows)
+                             MappingProxyType(self.saes), flows, self.scenario.mail_delay_s)
         self.saes[sae_id] = await self.sim.spawn(actor)
 
     # -- what outages act on (nodes.run.outages.Fabric) -------------------------------------

@@ -5,7 +5,9 @@ users, the cut links with their hop delays, and the lookahead; a split whose cut
 time is refused (exit 2) with the links named. The split itself is
 :func:`nodes.network.plan_partitions`; here a scenario gives it the KM graph and each link's hop
 delay: its fibre's propagation (``length_km`` x 5 us/km) plus ``hop_processing``, the least a
-relay message takes to cross it (added latency from outages only ever adds to that).
+relay message takes to cross it (added latency from outages only ever adds to that). Mail
+between users of different regions is the other thing that crosses, so ``mail_delay`` must be
+at least the lookahead too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nodes.network import (
     km_graph,
     plan_partitions,
 )
-from nodes.run.scenario import Scenario, ScenarioError, load_scenario
+from nodes.run.scenario import MailTraffic, Scenario, ScenarioError, load_scenario
 
 
 def hop_delays(scenario: Scenario) -> dict[tuple[str, str], float]:
@@ -34,12 +36,29 @@ def hop_delays(scenario: Scenario) -> dict[tuple[str, str], float]:
 
 def plan_for(scenario: Scenario, partitions: int) -> Plan:
     """The regions of ``scenario`` for ``partitions`` (seeded by the scenario's seed);
-    ScenarioError naming ``partitions`` when the split is impossible or has no lookahead."""
+    ScenarioError naming ``partitions`` when the split is impossible or has no lookahead, or
+    naming ``mail_delay`` when mail between regions would arrive sooner than the lookahead."""
     graph = km_graph([km.id for km in scenario.kms], [(ln.a, ln.b) for ln in scenario.links])
     try:
-        return plan_partitions(graph, hop_delays(scenario), partitions, scenario.seed)
+        plan = plan_partitions(graph, hop_delays(scenario), partitions, scenario.seed)
     except (NoLookahead, ValueError) as error:
         raise ScenarioError([f"partitions: {error}"]) from None
+    crossing = mail_between_regions(scenario, plan)
+    if crossing and scenario.mail_delay_s < plan.lookahead_s:
+        raise ScenarioError([
+            f"mail_delay: {crossing} flow(s) send mail between regions, which must take at "
+            f"least the lookahead ({plan.lookahead_s * 1e3:.3f} ms), not "
+            f"{scenario.mail_delay_s * 1e3:.3f} ms; set mail_delay to at least that"])
+    return plan
+
+
+def mail_between_regions(scenario: Scenario, plan: Plan) -> int:
+    """How many traffic flows join users in different regions."""
+    where = plan.region_of()
+    km_of = {lkm.id: lkm.km for lkm in scenario.lkms}
+    region = {sae.id: where[km_of[sae.lkm]] for sae in scenario.saes}
+    return sum(1 for flow in scenario.traffic if isinstance(flow, MailTraffic)
+               and region.get(flow.from_sae) != region.get(flow.to_sae))
 
 
 def describe(scenario: Scenario, plan: Plan) -> str:

@@ -153,7 +153,8 @@ class SimulatedSAE(Actor):
     def __init__(self, sae_id: str, transport: Transport, clock: Clock,
                  streams: Callable[[str], Stream], record: Record, audit: MailAudit,
                  key_size_bits: int, max_keys_per_request: int,
-                 peers: Mapping[str, ActorRef[Any]], flows: Sequence[Flow] = ()) -> None:
+                 peers: Mapping[str, ActorRef[Any]], flows: Sequence[Flow] = (),
+                 mail_delay_s: float = 0.0) -> None:
         super().__init__(sae_id)
         self.transport = transport
         self.clock = clock
@@ -164,6 +165,7 @@ class SimulatedSAE(Actor):
         self.max_keys_per_request = max_keys_per_request
         self.peers = peers
         self.flows = tuple(flows)
+        self.mail_delay_s = mail_delay_s
         self._flowing = False
 
     async def on_start(self) -> None:
@@ -205,15 +207,23 @@ class SimulatedSAE(Actor):
                 self.record("failure", self.name, to=mail.to_sae, reason=_reason(status, body))
                 if ids:
                     self.audit.delivered_ids.update(ids)
-                    self.peers[mail.to_sae].tell(
-                        MailArrived(self.name, tuple(ids), mail_digest(digests), discard=True))
+                    self._post(mail.to_sae, MailArrived(self.name, tuple(ids),
+                                                        mail_digest(digests), discard=True))
                 return
             for key in body["keys"]:
                 ids.append(key["key_ID"])
                 digests.append(key_digest(key["key"]))
         self.audit.delivered_ids.update(ids)
         self.audit.mails_sent += 1
-        self.peers[mail.to_sae].tell(MailArrived(self.name, tuple(ids), mail_digest(digests)))
+        self._post(mail.to_sae, MailArrived(self.name, tuple(ids), mail_digest(digests)))
+
+    def _post(self, to_sae: str, mail: MailArrived) -> None:
+        """The mail reaches its receiver ``mail_delay_s`` later (at once when 0)."""
+        peer = self.peers[to_sae]
+        if self.mail_delay_s > 0:
+            self.clock.call_later(self.mail_delay_s, lambda: peer.tell(mail))
+        else:
+            peer.tell(mail)
 
     async def _read(self, mail: MailArrived) -> None:
         """Read the keys not read yet, a request at a time; an unreachable LKM (or one out of

@@ -77,6 +77,10 @@ class Scenario(Frozen):
     hop_processing_s: Seconds = Field(
         0.001, ge=0, alias="hop_processing",
         description="a KM's time to forward one relay message (OTP and authentication)")
+    mail_delay_s: Seconds = Field(
+        0.0, ge=0, alias="mail_delay",
+        description="how long a mail takes from its sender to its receiver (0: it arrives as "
+        "it is sent; a partitioned run needs at least the lookahead for mail between regions)")
     defaults: Defaults = Field(default_factory=Defaults)
     operators: tuple[Id, ...] = Field(
         (), description="client certificate CNs that may use a served LKM's admin routes (with "
