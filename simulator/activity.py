@@ -55,6 +55,10 @@ class Lease:
         """Who holds this unit, for reports of a stalled run."""
         return type(self).__name__
 
+    def origin(self) -> str:
+        """The actor whose work this is ("" for none): timers it sets are ordered by it."""
+        return ""
+
 
 #: the lease of the actor message or started task that is running now (None outside both)
 CURRENT_LEASE: ContextVar[Lease | None] = ContextVar("qkdsim_current_lease", default=None)
@@ -71,6 +75,9 @@ class TaskLease(Lease):
 
     def describe(self) -> str:
         return f"a task of {self.owner}"
+
+    def origin(self) -> str:
+        return self.owner
 
 
 class Activity:

@@ -112,6 +112,9 @@ class Envelope(Lease):
     def describe(self) -> str:
         return f"{self.to} <- {type(self.message).__name__}"
 
+    def origin(self) -> str:
+        return self.to
+
 
 class Actor:
     """Base class. Subclasses set ``name`` (via the constructor) and implement ``receive``."""

@@ -4,9 +4,10 @@ Everything that needs the time or a timer is handed a :class:`Clock`, and a run 
 :meth:`Clock.run` (as SimPy's ``Environment.run``); nothing else steps time. Two
 implementations:
 
-* :class:`VirtualClock`, discrete-event: a heap of ``(time, priority, seq)`` timers. Time jumps to
-  the next timer only when no work is in flight (:class:`~simulator.activity.Activity`), and
-  timers fire one at a time, the run waiting for idleness again between two of them, so a run is
+* :class:`VirtualClock`, discrete-event: a heap of ``(time, priority, origin, seq)`` timers
+  (timers due at the same time fire in a canonical order, below). Time jumps to the next timer
+  only when no work is in flight (:class:`~simulator.activity.Activity`), and timers fire one at
+  a time, the run waiting for idleness again between two of them, so a run is
   a fixed sequence of steps and repeats exactly even when actors do real I/O (HTTP, SQLite). A
   watchdog names the holders of work that has not moved for ``stall_s`` wall seconds
   (:class:`~simulator.activity.Stalled`) instead of hanging, and debug checks
@@ -14,14 +15,21 @@ implementations:
   still holds work.
 * :class:`WallClock`: real time from the event loop, optionally scaled (``time_scale=60`` makes
   one simulated minute pass per real second).
+
+**Canonical order of timers due at the same time** (decision 68). A timer's ``origin`` is the
+actor whose work set it (the message it is handling, or a task started for it), or, outside any
+actor's work, the origin of the timer being fired (a timer's callback, and what it starts,
+belongs to the chain that timer began; ``""`` before the first). ``seq`` counts the timers of
+that origin. So timers due together fire by origin name, then in the order their origin set
+them: an order that depends on what each actor did, never on when, globally, each timer was
+pushed. A run split into regions that each fire only their own actors' timers keeps, region by
+region, the order of the run in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from simulator.activity import CURRENT_LEASE, Activity, Stalled
@@ -72,17 +80,27 @@ class Clock(Protocol):
         ...
 
 
-@dataclass(slots=True)
 class _Entry:
-    """A timer. The heap holds ``(when_s, priority, seq, entry)`` tuples: tuples compare in C,
-    where a dataclass's generated ``__lt__`` cost 7 % of a message-passing run."""
+    """A timer. The heap holds ``(when_s, priority, origin, seq, entry)`` tuples: tuples compare
+    in C, where a dataclass's generated ``__lt__`` cost 7 % of a message-passing run."""
 
-    when_s: float
-    callback: Callback
-    cancelled: bool = False
+    __slots__ = ("when_s", "callback", "origin", "cancelled")
+
+    def __init__(self, when_s: float, callback: Callback, origin: str) -> None:
+        self.when_s = when_s
+        self.callback = callback
+        self.origin = origin
+        self.cancelled = False
 
     def cancel(self) -> None:
+        """A cancelled timer stays in the heap until it comes up, holding nothing: an ask's
+        day-long timeout holds its promise, and the promise the answer (relayed keys too)."""
         self.cancelled = True
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class VirtualClock:
@@ -94,8 +112,9 @@ class VirtualClock:
         self.activity = activity
         self.stall_s = stall_s
         self._now_s = start_s
-        self._heap: list[tuple[float, int, int, _Entry]] = []
-        self._seq = itertools.count()
+        self._heap: list[tuple[float, int, str, int, _Entry]] = []
+        self._seqs: dict[str, int] = {}  # origin -> the timers it has set
+        self._firing = ""  # the origin of the timer fired last
         self._checks: list[Check] = []
         self.steps = 0
 
@@ -108,8 +127,12 @@ class VirtualClock:
         return self.call_at(self._now_s + delay_s, callback, priority)
 
     def call_at(self, when_s: float, callback: Callback, priority: int = 0) -> Timer:
-        entry = _Entry(max(when_s, self._now_s), callback)
-        heapq.heappush(self._heap, (entry.when_s, priority, next(self._seq), entry))
+        lease = CURRENT_LEASE.get()
+        origin = lease.origin() if lease is not None else self._firing
+        seq = self._seqs.get(origin, 0)
+        self._seqs[origin] = seq + 1
+        entry = _Entry(max(when_s, self._now_s), callback, origin)
+        heapq.heappush(self._heap, (entry.when_s, priority, origin, seq, entry))
         return entry
 
     def add_check(self, check: Check) -> None:
@@ -150,8 +173,9 @@ class VirtualClock:
     def step(self) -> None:
         """Fire the next timer (the caller has made sure nothing is in flight)."""
         self._drop_cancelled()
-        entry = heapq.heappop(self._heap)[3]
+        entry = heapq.heappop(self._heap)[4]
         self._now_s = entry.when_s
+        self._firing = entry.origin
         self.steps += 1
         entry.callback()
 
@@ -186,7 +210,7 @@ class VirtualClock:
                                  f"{problem}")
 
     def _drop_cancelled(self) -> None:
-        while self._heap and self._heap[0][3].cancelled:
+        while self._heap and self._heap[0][4].cancelled:
             heapq.heappop(self._heap)
 
 

@@ -1,4 +1,4 @@
-"""Clocks: virtual time advances only when idle, in (time, priority, seq) order."""
+"""Clocks: virtual time advances only when idle, in (time, priority, origin, seq) order."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from simulator.activity import CURRENT_LEASE
 from simulator.clock import Activity, VirtualClock, WallClock
 
 
@@ -17,6 +18,44 @@ async def test_timers_fire_in_time_then_priority_then_insertion_order() -> None:
     await clock.run(10)
     assert fired == [(1, "a"), (5, "c"), (5, "b"), (5, "late")]
     assert clock.now() == 10
+
+
+def _set_as(clock: VirtualClock, owner: str, when: float, callback) -> None:
+    """Set a timer as the work of ``owner`` would (a task started for it)."""
+    lease = clock.activity.lease(owner)
+    token = CURRENT_LEASE.set(lease)
+    try:
+        clock.call_at(when, callback)
+    finally:
+        CURRENT_LEASE.reset(token)
+        lease.release()
+
+
+async def test_timers_due_together_fire_by_origin_then_in_the_order_their_origin_set_them(
+) -> None:
+    """Pushed zed, alpha, zed, alpha: fired alpha, alpha, zed, zed; each origin's in its own
+    order. Whichever order the origins' work ran in, the firing order is the same."""
+    orders = []
+    for pushes in (["zed1", "alpha1", "zed2", "alpha2"], ["alpha1", "alpha2", "zed1", "zed2"]):
+        clock = VirtualClock(Activity())
+        fired: list[str] = []
+        for name in pushes:
+            _set_as(clock, name[:-1], 5, lambda n=name: fired.append(n))
+        await clock.run(10)
+        orders.append(fired)
+    assert orders == [["alpha1", "alpha2", "zed1", "zed2"]] * 2
+
+
+async def test_a_timers_callback_sets_timers_of_its_own_origin() -> None:
+    """zed's timer at t=1 sets one for t=2; alpha's at t=1.5 sets one for t=2 after it. At
+    t=2 alpha's fires first: the callbacks' timers belong to zed and alpha, not to whoever
+    pushed first."""
+    clock = VirtualClock(Activity())
+    fired: list[str] = []
+    _set_as(clock, "zed", 1, lambda: clock.call_at(2, lambda: fired.append("zed's")))
+    _set_as(clock, "alpha", 1.5, lambda: clock.call_at(2, lambda: fired.append("alpha's")))
+    await clock.run(3)
+    assert fired == ["alpha's", "zed's"]
 
 
 async def test_time_waits_for_work_in_flight_before_jumping() -> None:
@@ -158,3 +197,24 @@ async def test_a_reply_that_comes_after_its_asker_stopped_leaves_no_work_counted
     assert log == [] and sim.activity.busy == 0 and sim.system.failures == []
     assert sim.system.names() == ["sleeper"]
     await sim.shutdown()
+
+
+async def test_a_cancelled_timer_holds_nothing_while_it_waits_in_the_heap() -> None:
+    """An answered ask cancels its day-long timeout; the timer stays in the heap until its time,
+    and must not keep the answer (relayed keys, say) alive until then."""
+    import gc
+    import weakref
+
+    class Answer:
+        pass
+
+    clock = VirtualClock(Activity())
+    answer = Answer()
+    held = weakref.ref(answer)
+    timer = clock.call_later(86400.0, lambda kept=answer: None)
+    del answer
+    gc.collect()
+    assert held() is not None
+    timer.cancel()
+    gc.collect()
+    assert held() is None and clock.next_time() is None
