@@ -225,3 +225,27 @@ async def test_each_hop_is_spent_at_its_master_end_as_the_keys_pass(tmp_path) ->
         assert task.result() == (["KM1", "KM2", "KM3"], 2, "ok")
     paid = 2 * KEY_BITS + 128
     assert seen == [(0, 0), (paid, 0), (paid, 0), (paid, paid), (paid, paid)]
+
+
+async def test_widest_routes_on_the_link_state_collected_the_round_before_last(tmp_path) -> None:
+    """Two equal paths, KM1-KM2-KM4 and KM1-KM3-KM4, rounds every hour. Just after the start,
+    KM2-KM4 loses most of its key. Until the round after next, widest still sees it full and
+    keeps to the first path in name order, which can still carry the key; from 2 h on it
+    sees the loss and takes the other path."""
+    from nodes.network.link import Spend
+    from tests.test_network import KEY_BITS, SQUARE, levels, network, relay
+
+    still = [{**link, "rate_bps": 1e-6} for link in SQUARE]  # no refill
+    data = topology(still, kms=4, routing="widest", routing_update="1h")
+    async with network(tmp_path, data) as net:
+        drained = edge_key("KM2", "KM4")
+        assert await net.links[drained].ask(Spend(9_000_000))
+        await net.sim.run(60)
+        first = await relay(net, "KM4", "KM1", 1)
+        await net.sim.run(3601)  # one round: it read the loss, but routes use the one before
+        second = await relay(net, "KM4", "KM1", 1)
+        await net.sim.run(7201)  # the loss is now the round before last
+        third = await relay(net, "KM4", "KM1", 1)
+        assert (await levels(net))[drained] < 1_000_000
+    assert first == second == (["KM4", "KM2", "KM1"], 1, "ok")
+    assert third == (["KM4", "KM3", "KM1"], 1, "ok")

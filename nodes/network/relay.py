@@ -7,8 +7,9 @@ message that walks the path hop by hop and acts only at the KM it has reached
 
 A slice sync, for receiver Bob homed at LKM_B (KM3), asked by LKM_A (KM1):
 
-1. a path KM3 -> ... -> KM1 is chosen by the routing policy (fewest hops, or from what every
-   link holds now for ``widest`` and ``key_aware``), avoiding what earlier tries learnt;
+1. a path KM3 -> ... -> KM1 is chosen by the routing policy (fewest hops, or for ``widest``
+   and ``key_aware`` from what every link held at the link-state round before last: see
+   :meth:`KMNetwork.publish_link_state`), avoiding what earlier tries learnt;
 2. the ask walks KM1 -> ... -> KM3: each KM must be up, each hop must hold at least one whole
    key (read at the link's master end); at KM3, LKM_B ships ``min(n, what every hop held)``
    keys of Bob's home pool (they stay there, state shipped);
@@ -64,6 +65,16 @@ class KMNetwork:
         self.record = record
         self.trips = Trips(directory, kms, links, lkms, record, clock, hop_processing_s)
         self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
+        self._published: dict[Edge, int | None] | None = None  # what key-seeing routes see
+        self._pending: dict[Edge, int | None] | None = None  # the last round's reading
+
+    async def publish_link_state(self) -> None:
+        """One link-state round (decision 69): every link's buffer is read now, and key-seeing
+        policies route from here on on the previous round's reading (the first round's until
+        there is a second), as on reports a controller has collected."""
+        reading = await self._available()
+        self._published = self._pending if self._pending is not None else reading
+        self._pending = reading
 
     async def arrive(self, km: str, down: bool, trip: object, promise: Promise | None) -> None:
         """A KM actor's handler for the relay messages reaching it."""
@@ -146,10 +157,10 @@ class KMNetwork:
     async def _route(self, src: str, dst: str, key_bits: int, count: int,
                      bad_edges: set[Edge], bad_nodes: set[str]) -> list[str] | None:
         """The next path to try: fewest hops (remembered: the graph never changes), or, for
-        ``widest`` and ``key_aware``, computed afresh from what every link holds now."""
+        ``widest`` and ``key_aware``, computed afresh from the published link state."""
         if self.routing == "fewest_hops":
             return self._path(src, dst, bad_edges, bad_nodes)
-        available = {edge: bits for edge, bits in (await self._available()).items()
+        available = {edge: bits for edge, bits in (await self._link_state()).items()
                      if bits is not None}
         if self.routing == "widest":
             return widest_path(self.graph, src, dst, available, key_bits, bad_edges, bad_nodes)
@@ -159,10 +170,14 @@ class KMNetwork:
     async def _available(self) -> dict[Edge, int | None]:
         return {edge: await ref.ask(Available()) for edge, ref in sorted(self.links.items())}
 
+    async def _link_state(self) -> dict[Edge, int | None]:
+        """The published link state; without rounds (a network nobody publishes for), now."""
+        return self._published if self._published is not None else await self._available()
+
     async def _why_not(self, src: str, dst: str, bad_nodes: set[str]) -> str:
         """No usable path under a key-seeing policy: "no_key" if links that are up connect the
         two KMs (they are only short of key), else "no_path"."""
-        up = {edge for edge, bits in (await self._available()).items() if bits is not None}
+        up = {edge for edge, bits in (await self._link_state()).items() if bits is not None}
         down = [edge for edge in self.links if edge not in up]
         return "no_key" if shortest_path(self.graph, src, dst, down, bad_nodes) else "no_path"
 

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Mapping, Sequence
 
 import aiohttp
 
@@ -162,6 +162,9 @@ class Network:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         await self._start_fabric()
+        if self.scenario.routing != "fewest_hops":  # key-seeing routes need link-state rounds
+            await self.km_network.publish_link_state()
+            self._schedule(self.scenario.routing_update_s, self.km_network.publish_link_state)
         for lkm in self.scenario.lkms:
             await self._start_lkm(lkm.id)
         for sae in self.scenario.saes:
@@ -321,6 +324,13 @@ class Network:
         if self.serving and "sample_interval_s" not in scenario.model_fields_set:
             return WALL_SAMPLE_S * scenario.time_scale
         return scenario.sample_interval_s
+
+    def _schedule(self, every_s: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        def fire() -> None:
+            self.sim.start_task(work())
+            self.sim.clock.call_later(every_s, fire)
+
+        self.sim.clock.call_later(every_s, fire)
 
     def _schedule_sample(self, delay_s: float) -> None:
         def fire() -> None:

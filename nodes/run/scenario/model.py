@@ -74,6 +74,11 @@ class Scenario(Frozen):
     routing: Literal["fewest_hops", "widest", "key_aware"] = Field(
         "fewest_hops", description="how relays choose a path: fewest hops (ties in name order), "
         "the widest (largest smallest buffer), or key_aware (a hop costs 1 + demand/available)")
+    routing_update_s: Seconds = Field(
+        10.0, gt=0, alias="routing_update",
+        description="widest and key_aware routing: how often every link's key level is "
+        "collected; paths are chosen on the collection before the last (one period old), as a "
+        "controller polling the KMs would")
     hop_processing_s: Seconds = Field(
         0.001, ge=0, alias="hop_processing",
         description="a KM's time to forward one relay message (OTP and authentication)")
