@@ -14,7 +14,7 @@ import pytest
 from nodes.keynode.errors import KMUnreachable
 from nodes.keynode.messages import ListPools, Sync
 from nodes.keynode.store import audit as store_audit
-from nodes.network.link import Level, SetLatency, SetUp
+from nodes.network.link import Level, SetUp
 from nodes.network.routing import edge_key
 from nodes.run.builder import Network
 from nodes.run.harness import run
@@ -230,7 +230,7 @@ async def test_keys_on_their_way_to_a_crashed_lkm_go_home_and_the_key_spent_stay
     slow = [{**link, "rate_bps": 1e-6, "buffer_bits": 10**9} for link in LINE]
     async with network(tmp_path, topology(slow)) as net:
         for edge in net.links:
-            net.links[edge].tell(SetLatency(600.0))
+            net.set_latency(edge, 600.0)
         await net.sim.settle()
         status, _ = await call(net, "LKM_A", A, "POST", f"{API}/{B}/enc_keys", json={"number": 3})
         assert status == 200

@@ -110,11 +110,11 @@ async def _slow_line_sync(net, down_after_s: float) -> tuple[dict, int, object]:
     the sync's record once the clock settled."""
     from nodes.keynode.messages import Sync
     from nodes.network.km import SetDown
-    from nodes.network.link import GetAccount, SetLatency
+    from nodes.network.link import GetAccount
     from tests.test_network import call, pools
 
-    for ref in net.links.values():
-        ref.tell(SetLatency(600.0))
+    for edge in net.links:
+        net.set_latency(edge, 600.0)
     status, _ = await call(net, "LKM_A", A, "POST", "/api/v1/keys/" + B + "/enc_keys",
                            json={"number": 3})
     assert status == 200
@@ -205,13 +205,12 @@ async def test_each_hop_is_spent_at_its_master_end_as_the_keys_pass(tmp_path) ->
     KM1 keeps the books of KM1-KM2 and KM2 those of KM2-KM3 (the first end in name order), so
     the keys spend KM1-KM2 as they leave KM1 (20 min) and KM2-KM3 as they leave KM2 (30 min);
     they reach KM3 at 40 min."""
-    from nodes.network.link import SetLatency
     from tests.test_network import KEY_BITS, LINE, levels, network
 
     slow = [{**link, "rate_bps": 1e-6, "buffer_bits": 10**9} for link in LINE]  # no refill
     async with network(tmp_path, topology(slow)) as net:
-        for ref in net.links.values():
-            ref.tell(SetLatency(600.0))
+        for edge in net.links:
+            net.set_latency(edge, 600.0)
         await net.sim.settle()
         before = await levels(net)
         task = net.sim.start_task(net.km_network.relay("KM1", "KM3", KEY_BITS, 2))
@@ -233,7 +232,7 @@ async def test_widest_routes_on_the_link_state_collected_the_round_before_last(t
     keeps to the first path in name order, which can still carry the key; from 2 h on it
     sees the loss and takes the other path."""
     from nodes.network.link import Spend
-    from tests.test_network import KEY_BITS, SQUARE, levels, network, relay
+    from tests.test_network import SQUARE, levels, network, relay
 
     still = [{**link, "rate_bps": 1e-6} for link in SQUARE]  # no refill
     data = topology(still, kms=4, routing="widest", routing_update="1h")

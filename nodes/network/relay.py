@@ -52,7 +52,8 @@ class KMNetwork:
                  record: Callable[..., None], clock: Clock,
                  key_bits: Mapping[str, int] | None = None,
                  hop_processing_s: float = HOP_PROCESSING_S,
-                 routing: str = "fewest_hops") -> None:
+                 routing: str = "fewest_hops",
+                 lengths_km: Mapping[Edge, float] | None = None) -> None:
         self.directory = directory
         self.routing = routing
         self.hop_processing_s = hop_processing_s
@@ -63,7 +64,9 @@ class KMNetwork:
         self.links = links
         self.lkms = lkms
         self.record = record
-        self.trips = Trips(directory, kms, links, lkms, record, clock, hop_processing_s)
+        self.trips = Trips(directory, kms, links, lkms, record, clock, hop_processing_s,
+                           lengths_km or {})
+        self.set_latency = self.trips.set_latency
         self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
         self._published: dict[Edge, int | None] | None = None  # what key-seeing routes see
         self._pending: dict[Edge, int | None] | None = None  # the last round's reading

@@ -40,7 +40,7 @@ from nodes.keynode import (
     ShipSlice,
     UnshipSlice,
 )
-from nodes.network.link import Available, GetHopDelay, Spend
+from nodes.network.link import PROPAGATION_S_PER_KM, Available, Spend
 from nodes.network.routing import Edge, edge_key
 from simulator import ActorRef, ActorStopped, Clock, Promise
 
@@ -155,11 +155,23 @@ class Trips:
     record: Callable[..., None]
     clock: Clock
     hop_processing_s: float
+    lengths_km: Mapping[Edge, float] = field(default_factory=dict)
     _asks: dict[int, Promise] = field(default_factory=dict)
+    _added: dict[Edge, dict[str, float]] = field(default_factory=dict)  # link -> cause -> s
     _tickets: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def ticket(self) -> int:
         return next(self._tickets)
+
+    def set_latency(self, edge: Edge, delay_s: float, cause: str = "") -> None:
+        """While ``cause`` lasts, crossing ``edge`` takes ``delay_s`` longer (0 ends it; causes
+        add up), as the link's own :class:`~nodes.network.link.SetLatency`. Every end reads it
+        here, not from the link: the timeline that sets it is known everywhere."""
+        causes = self._added.setdefault(edge, {})
+        if delay_s:
+            causes[cause] = delay_s
+        else:
+            causes.pop(cause, None)
 
     async def arrive(self, km: str, down: bool, trip: object, promise: Promise | None) -> None:
         if isinstance(trip, Ask):
@@ -294,18 +306,21 @@ class Trips:
         step = 1 if to >= frm else -1
         delay_s = 0.0
         for j in range(frm, to, step):
-            delay_s += await self._hop_delay(route[j], route[j + step])
+            delay_s += self._hop_delay(route[j], route[j + step])
         target = self.kms[route[to]]
         self.clock.call_later(delay_s, lambda: target.tell(Arrive(trip)))  # type: ignore[arg-type]
 
     async def _hop(self, here: str, beyond: str, trip: Ask | Carry) -> None:
-        delay_s = await self._hop_delay(here, beyond)
+        delay_s = self._hop_delay(here, beyond)
         target = self.kms[beyond]
         self.clock.call_later(delay_s, lambda: target.tell(Arrive(trip)))
 
-    async def _hop_delay(self, a: str, b: str) -> float:
-        link_s: float = await self.links[edge_key(a, b)].ask(GetHopDelay())
-        return link_s + self.hop_processing_s
+    def _hop_delay(self, a: str, b: str) -> float:
+        """Propagation in the link's fibre, its added latency, and the sending KM's processing."""
+        edge = edge_key(a, b)
+        added = self._added.get(edge)
+        return (PROPAGATION_S_PER_KM * self.lengths_km.get(edge, 0.0) + self.hop_processing_s
+                + (sum(added.values()) if added else 0.0))
 
     def _mastered(self, route: tuple[str, ...], i: int, km: str) -> list[Edge]:
         """The hops next to route[i] whose books ``km`` keeps: the one just crossed, then the

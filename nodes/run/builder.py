@@ -44,6 +44,7 @@ from nodes.network import (
     Level,
     LinkSpec,
     QKDLink,
+    SetLatency,
     edge_key,
     km_graph,
 )
@@ -146,9 +147,10 @@ class Network:
         self.lkm_refs: dict[str, ActorRef[Any]] = {}
         graph = km_graph([km.id for km in scenario.kms], [(ln.a, ln.b) for ln in scenario.links])
         key_bits = {lkm.id: scenario.lkm_settings(lkm.id).key_size_bits for lkm in scenario.lkms}
+        lengths = {edge_key(ln.a, ln.b): ln.length_km or 0.0 for ln in scenario.links}
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
                                     sim.record, sim.clock, key_bits, scenario.hop_processing_s,
-                                    scenario.routing)
+                                    scenario.routing, lengths)
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
         self._crash_causes: dict[str, set[str]] = {}
@@ -164,7 +166,7 @@ class Network:
         await self._start_fabric()
         if self.scenario.routing != "fewest_hops":  # key-seeing routes need link-state rounds
             await self.km_network.publish_link_state()
-            self._schedule(self.scenario.routing_update_s, self.km_network.publish_link_state)
+            self._schedule(self.scenario.routing_update_s, self.km_network.publish_link_state, 0)
         for lkm in self.scenario.lkms:
             await self._start_lkm(lkm.id)
         for sae in self.scenario.saes:
@@ -177,7 +179,7 @@ class Network:
             if isinstance(flow, ReplayTraffic):
                 await self._start_replay(Path(flow.replay))
         schedule_outages(self.sim, self, self.scenario.outages, self.scenario.target_kind)
-        self._schedule_sample(0.0)
+        self._schedule(self.sample_interval_s, self.sample_pools, SAMPLE_PRIORITY, 0.0)
 
     def node_config(self, lkm_id: str) -> NodeConfig:
         settings = self.scenario.lkm_settings(lkm_id)
@@ -290,6 +292,10 @@ class Network:
     def link(self, edge: Edge) -> ActorRef[Any]:
         return self.links[edge]
 
+    def set_latency(self, edge: Edge, delay_s: float, cause: str = "") -> None:
+        self.links[edge].tell(SetLatency(delay_s, cause))  # what the link reports
+        self.km_network.set_latency(edge, delay_s, cause)  # what relays take
+
     def edges(self) -> list[Edge]:
         return sorted(self.links)
 
@@ -325,19 +331,13 @@ class Network:
             return WALL_SAMPLE_S * scenario.time_scale
         return scenario.sample_interval_s
 
-    def _schedule(self, every_s: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _schedule(self, every_s: float, work: Callable[[], Coroutine[Any, Any, None]],
+                  priority: int, first_s: float | None = None) -> None:
         def fire() -> None:
             self.sim.start_task(work())
-            self.sim.clock.call_later(every_s, fire)
+            self.sim.clock.call_later(every_s, fire, priority)
 
-        self.sim.clock.call_later(every_s, fire)
-
-    def _schedule_sample(self, delay_s: float) -> None:
-        def fire() -> None:
-            self.sim.start_task(self.sample_pools())
-            self._schedule_sample(self.sample_interval_s)
-
-        self.sim.clock.call_later(delay_s, fire, SAMPLE_PRIORITY)
+        self.sim.clock.call_later(every_s if first_s is None else first_s, fire, priority)
 
     async def sample_pools(self, closing: bool = False) -> None:
         """One pass (decision 63): every link's buffer; for each LKM that is up, the number of

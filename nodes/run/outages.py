@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from nodes.network import Degrade, Edge, SetDown, SetLatency, SetQber, SetUp, edge_key
+from nodes.network import Degrade, Edge, SetDown, SetQber, SetUp, edge_key
 from simulator import ActorRef, Simulation
 
 if TYPE_CHECKING:
@@ -29,6 +29,10 @@ class Fabric(Protocol):
     def km(self, km_id: str) -> ActorRef[Any]: ...
 
     def link(self, edge: Edge) -> ActorRef[Any]: ...
+
+    def set_latency(self, edge: Edge, delay_s: float, cause: str = "") -> None:
+        """While ``cause`` lasts, crossing ``edge`` takes ``delay_s`` longer (0 ends it)."""
+        ...
 
     def edges(self) -> list[Edge]:
         """Every link, in name order."""
@@ -84,7 +88,7 @@ def _delay(fabric: Fabric, edges: list[Edge], outage: Outage, starting: bool,
            cause: str) -> None:
     delay_s = outage.delay_s if starting and outage.delay_s is not None else 0.0
     for edge in edges:
-        fabric.link(edge).tell(SetLatency(delay_s, cause))
+        fabric.set_latency(edge, delay_s, cause)
 
 
 def _partition(fabric: Fabric, outage: Outage, starting: bool, cause: str) -> None:
