@@ -76,13 +76,13 @@ def traced_run(data: dict[str, Any]) -> dict[str, Any]:
     original_hop, original_notice = trips.Trips._hop, trips.Trips._notice
     original_post = sae.SimulatedSAE._post
 
-    async def hop(self: Any, here: str, beyond: str, trip: Any) -> None:
+    def hop(self: Any, here: str, beyond: str, trip: Any) -> None:
         sends.append((self.clock.now(), here, beyond))
-        await original_hop(self, here, beyond, trip)
+        original_hop(self, here, beyond, trip)
 
-    async def notice(self: Any, route: Any, frm: int, to: int, trip: Any) -> None:
+    def notice(self: Any, route: Any, frm: int, to: int, trip: Any) -> None:
         sends.append((self.clock.now(), route[frm], route[to]))
-        await original_notice(self, route, frm, to, trip)
+        original_notice(self, route, frm, to, trip)
 
     def post(self: Any, to_sae: str, mail: Any) -> None:
         sends.append((self.clock.now(), km_of_sae[self.name], km_of_sae[to_sae]))
@@ -100,6 +100,9 @@ def traced_run(data: dict[str, Any]) -> dict[str, Any]:
         clock_module.VirtualClock.step = original_step  # type: ignore[method-assign]
         trips.Trips._hop, trips.Trips._notice = original_hop, original_notice  # type: ignore[method-assign]
         sae.SimulatedSAE._post = original_post  # type: ignore[method-assign]
+    if not sends and data.get("links"):  # the patches must still match what they wrap
+        raise SystemExit("the trace saw no relay message: Trips._hop/_notice or "
+                         "SimulatedSAE._post changed under bench/lookahead.py")
     return {"fired": fired, "sends": sends, "wall_s": wall_s, "run_s": outcome.wall_s,
             "setup_s": outcome.setup_s, "steps": outcome.steps}
 
@@ -208,14 +211,12 @@ def main() -> int:
         end_s = parse_duration(args.until)
         data["outages"] = [o for o in data.get("outages", [])
                            if parse_duration(str(o["at"])) < end_s]
-    plans = {}
-    for n in args.partitions:
-        probe = parse_scenario(data)
-        plan = plan_for(probe.model_copy(update={"mail_delay_s": 3600.0}), n)
-        plans[n] = plan
+    scenario = parse_scenario(data)
+    unbounded_mail = scenario.model_copy(update={"mail_delay_s": 3600.0})
+    plans = {n: plan_for(unbounded_mail, n) for n in args.partitions}
     # mail between regions must take the lookahead at least: give it the smallest
     lookahead = min(plan.lookahead_s for plan in plans.values())
-    if parse_scenario(data).mail_delay_s < lookahead:
+    if scenario.mail_delay_s < lookahead:
         data["mail_delay"] = f"{lookahead}s"
     trace = traced_run(data)
     owner_km = owners(data)

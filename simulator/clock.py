@@ -163,8 +163,9 @@ class VirtualClock:
             raise
 
     def clear(self) -> None:
-        """Drop every pending timer (the run is over)."""
+        """Drop every pending timer, and the origins' counts (the run is over)."""
         self._heap.clear()
+        self._seqs.clear()
 
     def next_time(self) -> float | None:
         self._drop_cancelled()

@@ -6,7 +6,6 @@ Its public surface is ``__all__``; other rooms import only these names, from thi
 
 from nodes.network.km import Generate, KeyManager, Ping, SetDown
 from nodes.network.link import (
-    PROPAGATION_S_PER_KM,
     STATES,
     Available,
     Degrade,
@@ -20,6 +19,7 @@ from nodes.network.link import (
     SetQber,
     SetUp,
     Spend,
+    least_hop_delay_s,
 )
 from nodes.network.partition import NoLookahead, Plan, cut_links, plan_partitions
 from nodes.network.rates import (
@@ -50,5 +50,5 @@ __all__ = [
     "Degrade", "Edge", "Generate", "GetLatency", "KMNetwork", "KeyManager", "Level", "Ping",
     "QKDLink", "Refund", "SetDown", "SetLatency", "SetUp", "Spend", "edge_key", "hops",
     "km_graph", "shortest_path", "NoLookahead", "Plan", "cut_links", "plan_partitions",
-    "PROPAGATION_S_PER_KM",
+    "least_hop_delay_s",
 ]

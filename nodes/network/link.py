@@ -104,13 +104,13 @@ class GetLatency:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class GetHopDelay:
-    """How long a relay message takes to cross: propagation in the fibre plus any added
-    latency."""
-
-
 PROPAGATION_S_PER_KM = 5e-6  # light in fibre (group index ~1.47): 4.9 us/km, rounded
+
+
+def least_hop_delay_s(length_km: float, processing_s: float) -> float:
+    """The least a relay message takes to cross a link: its fibre, and the sending KM's
+    processing (latency outages only ever add to it)."""
+    return PROPAGATION_S_PER_KM * length_km + processing_s
 
 
 RateSteps = Sequence[tuple[float, float]]  # (from time s, rate bps), sorted by time
@@ -245,8 +245,6 @@ class QKDLink(Actor):
             self.delay_s = sum(self._delays[c] for c in sorted(self._delays))
         elif isinstance(message, GetLatency):
             return self.delay_s
-        elif isinstance(message, GetHopDelay):
-            return PROPAGATION_S_PER_KM * self.spec.length_km + self.delay_s
         else:
             raise TypeError(f"unexpected message {type(message).__name__}")
         self._observe()

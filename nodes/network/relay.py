@@ -56,7 +56,6 @@ class KMNetwork:
                  lengths_km: Mapping[Edge, float] | None = None) -> None:
         self.directory = directory
         self.routing = routing
-        self.hop_processing_s = hop_processing_s
         self.key_bits = key_bits or {}  # LKM -> the size of its keys, when known
         self.clock = clock
         self.graph = graph
@@ -113,7 +112,7 @@ class KMNetwork:
         """Send the keys of a shipment its LKM did not take back along their route (the link
         key they spent stays spent)."""
         if shipment.keys:
-            await self.trips.go_home(shipment)
+            self.trips.go_home(shipment)
 
     async def consume_copies(self, lkm_id: str, to_lkm: str, key_ids: tuple[str, ...]) -> int:
         """A classical notice from one LKM to another (no key is relayed, so none is spent): it

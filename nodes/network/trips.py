@@ -40,7 +40,7 @@ from nodes.keynode import (
     ShipSlice,
     UnshipSlice,
 )
-from nodes.network.link import PROPAGATION_S_PER_KM, Available, Spend
+from nodes.network.link import Available, Spend, least_hop_delay_s
 from nodes.network.routing import Edge, edge_key
 from simulator import ActorRef, ActorStopped, Clock, Promise
 
@@ -131,11 +131,14 @@ class GoHome:
     shipment: Shipment
 
 
+Trip = Ask | Carry | Answer | GoHome
+
+
 @dataclass(frozen=True, slots=True)
 class Arrive:
     """A relay message reaching a KM (the KM hands it to its network's handler)."""
 
-    trip: Ask | Carry | Answer | GoHome
+    trip: Trip
 
 
 def master(a: str, b: str) -> str:
@@ -181,7 +184,7 @@ class Trips:
         elif isinstance(trip, Carry):
             await self._carry_step(km, down, trip)
         elif isinstance(trip, Answer):
-            await self._settle(trip.ticket, trip.outcome)
+            self._settle(trip.ticket, trip.outcome)
         elif isinstance(trip, GoHome):
             await self.unship(trip.shipment)
         else:
@@ -192,21 +195,21 @@ class Trips:
     async def _ask_step(self, km: str, down: bool, trip: Ask) -> None:
         route, i = trip.route, trip.at
         if down:
-            return await self._fail(trip.ticket, route, i, None, "no_path", node=km,
+            return self._fail(trip.ticket, route, i, None, "no_path", node=km,
                                     final=i in (0, len(route) - 1))
         fits = trip.fits
         for edge in self._mastered(route, i, km):
             available: int | None = await self.links[edge].ask(Available())
             if available is None:
-                return await self._fail(trip.ticket, route, i, None, "no_path", edge=edge)
+                return self._fail(trip.ticket, route, i, None, "no_path", edge=edge)
             key_bits = _key_bits(trip.job)
             if key_bits is not None:
                 here = available // key_bits
                 if here == 0:
-                    return await self._fail(trip.ticket, route, i, None, "no_key", edge=edge)
+                    return self._fail(trip.ticket, route, i, None, "no_key", edge=edge)
                 fits = here if fits is None else min(fits, here)
         if i < len(route) - 1:
-            return await self._hop(route[i], route[i + 1], replace(trip, at=i + 1, fits=fits))
+            return self._hop(route[i], route[i + 1], replace(trip, at=i + 1, fits=fits))
         await self._far_end(km, trip, fits)
 
     async def _far_end(self, km: str, trip: Ask, fits: int | None) -> None:
@@ -215,9 +218,9 @@ class Trips:
             try:
                 erased: int = await self.ask_lkm(job.to_lkm, ConsumeCopies(job.key_ids))
             except KMUnreachable:
-                return await self._fail(trip.ticket, trip.route, trip.at, None, "unreachable",
+                return self._fail(trip.ticket, trip.route, trip.at, None, "unreachable",
                                         node=km, final=True)
-            return await self._answer(trip.ticket, back, 0, Outcome(True, erased=erased))
+            return self._answer(trip.ticket, back, 0, Outcome(True, erased=erased))
         want = job.count if fits is None else min(job.count, fits)
         limited = want < job.count
         if isinstance(job, BitsJob):
@@ -228,10 +231,10 @@ class Trips:
             keys: list[Key] = await self.ask_lkm(job.home_lkm, ShipSlice(job.owner, job.to_lkm,
                                                                          want))
         except KMUnreachable:
-            return await self._fail(trip.ticket, trip.route, trip.at, None, "unreachable",
+            return self._fail(trip.ticket, trip.route, trip.at, None, "unreachable",
                                     node=km, final=True)
         if not keys:  # the home pool is at its own threshold (or empty): it keeps the rest
-            return await self._answer(trip.ticket, back, 0, Outcome(
+            return self._answer(trip.ticket, back, 0, Outcome(
                 False, "home_reserve", path=back, limited=limited, final=True))
         carry = Carry(trip.ticket, back, job, len(keys), len(keys[0].material) * 8,
                       self.clock.now(), tuple(keys), len(keys), limited)
@@ -242,84 +245,84 @@ class Trips:
     async def _carry_step(self, km: str, down: bool, trip: Carry) -> None:
         route, i = trip.route, trip.at
         if down:
-            return await self._fail(trip.ticket, route, i, trip, "no_path", node=km,
+            return self._fail(trip.ticket, route, i, trip, "no_path", node=km,
                                     final=i == len(route) - 1)
         for edge in self._mastered(route, i, km):
             available: int | None = await self.links[edge].ask(Available())
             if available is None:
-                return await self._fail(trip.ticket, route, i, trip, "no_path", edge=edge)
+                return self._fail(trip.ticket, route, i, trip, "no_path", edge=edge)
             carried = min(trip.count, available // trip.key_bits)
             if carried == 0 or not await self.links[edge].ask(Spend(carried * trip.key_bits)):
-                return await self._fail(trip.ticket, route, i, trip, "no_key", edge=edge)
+                return self._fail(trip.ticket, route, i, trip, "no_key", edge=edge)
             if carried < trip.count:  # what this hop cannot carry goes home from here
-                await self._send_home(route, i, trip, trip.keys[carried:])
+                self._send_home(route, i, trip, trip.keys[carried:])
                 trip = replace(trip, count=carried, keys=trip.keys[:carried])
         if i < len(route) - 1:
-            return await self._hop(route[i], route[i + 1], replace(trip, at=i + 1))
+            return self._hop(route[i], route[i + 1], replace(trip, at=i + 1))
         job, shipment = trip.job, None
         if isinstance(job, ShipJob):
             shipment = Shipment(job.owner, job.home_lkm, job.to_lkm, trip.keys, route,
                                 trip.count * trip.key_bits)
-        await self._settle(trip.ticket, Outcome(
+        self._settle(trip.ticket, Outcome(
             True, path=route, carried=trip.count, shipment=shipment, shipped=trip.shipped,
             limited=trip.limited, sent_s=trip.sent_s))
 
     # -- answers and notices ---------------------------------------------------------------
 
-    async def _settle(self, ticket: int, outcome: Outcome) -> None:
+    def _settle(self, ticket: int, outcome: Outcome) -> None:
         """At the near KM: answer the asker, or, if it is gone, send its keys home."""
         promise = self._asks.pop(ticket, None)
         if promise is not None and not promise.done():
             promise.resolve(outcome)
         elif outcome.shipment is not None:
-            await self.go_home(outcome.shipment)
+            self.go_home(outcome.shipment)
 
-    async def go_home(self, shipment: Shipment) -> None:
+    def go_home(self, shipment: Shipment) -> None:
         """Keys at the near end that its LKM did not take: back along their route."""
         route = tuple(reversed(shipment.route))
-        await self._notice(route, 0, len(route) - 1, GoHome(shipment))
+        self._notice(route, 0, len(route) - 1, GoHome(shipment))
 
-    async def _fail(self, ticket: int, route: tuple[str, ...], i: int, carry: Carry | None,
+    def _fail(self, ticket: int, route: tuple[str, ...], i: int, carry: Carry | None,
                     cause: str, edge: Edge | None = None, node: str | None = None,
                     final: bool = False) -> None:
-        """The trip ends at route[i]: its keys (if any) go home, its answer to the near end."""
+        """The trip ends at route[i]: its keys (if any) go home, its answer to the near end
+        (asks run near -> far, carries far -> near)."""
+        near = 0
         if carry is not None:
-            await self._send_home(route, i, carry, carry.keys)
-            back, near = route, len(route) - 1  # carries run far -> near
-        else:
-            back, near = route, 0  # asks run near -> far
-        await self._notice(back, i, near, Answer(ticket, Outcome(
+            self._send_home(route, i, carry, carry.keys)
+            near = len(route) - 1
+        self._notice(route, i, near, Answer(ticket, Outcome(
             False, cause, edge=edge, node=node, final=final)))
 
-    async def _answer(self, ticket: int, route: tuple[str, ...], i: int, outcome: Outcome) -> None:
-        await self._notice(route, i, len(route) - 1, Answer(ticket, outcome))
+    def _answer(self, ticket: int, route: tuple[str, ...], i: int, outcome: Outcome) -> None:
+        self._notice(route, i, len(route) - 1, Answer(ticket, outcome))
 
-    async def _send_home(self, route: tuple[str, ...], i: int, carry: Carry,
-                         keys: tuple[Key, ...]) -> None:
+    def _send_home(self, route: tuple[str, ...], i: int, carry: Carry,
+                   keys: tuple[Key, ...]) -> None:
         if keys and isinstance(carry.job, ShipJob):
             job = carry.job
-            await self._notice(route, i, 0, GoHome(Shipment(job.owner, job.home_lkm, job.to_lkm,
-                                                            keys, route)))
+            self._notice(route, i, 0, GoHome(Shipment(job.owner, job.home_lkm, job.to_lkm, keys,
+                                                      route)))
 
-    async def _notice(self, route: tuple[str, ...], frm: int, to: int, trip: object) -> None:
+    def _notice(self, route: tuple[str, ...], frm: int, to: int, trip: Trip) -> None:
         """Send ``trip`` from route[frm] to route[to], after the latency of the hops between."""
         step = 1 if to >= frm else -1
-        delay_s = 0.0
-        for j in range(frm, to, step):
-            delay_s += self._hop_delay(route[j], route[j + step])
-        target = self.kms[route[to]]
-        self.clock.call_later(delay_s, lambda: target.tell(Arrive(trip)))  # type: ignore[arg-type]
+        delay_s = sum(self._hop_delay(route[j], route[j + step]) for j in range(frm, to, step))
+        self._send(route[to], delay_s, trip)
 
-    async def _hop(self, here: str, beyond: str, trip: Ask | Carry) -> None:
-        delay_s = self._hop_delay(here, beyond)
-        target = self.kms[beyond]
+    def _hop(self, here: str, beyond: str, trip: Ask | Carry) -> None:
+        self._send(beyond, self._hop_delay(here, beyond), trip)
+
+    def _send(self, km: str, delay_s: float, trip: Trip) -> None:
+        target = self.kms[km]
         self.clock.call_later(delay_s, lambda: target.tell(Arrive(trip)))
 
     def _hop_delay(self, a: str, b: str) -> float:
-        """Propagation in the link's fibre, its added latency, and the sending KM's processing."""
+        """Propagation in the link's fibre and the sending KM's processing, plus any added
+        latency."""
         edge = edge_key(a, b)
         added = self._added.get(edge)
-        return (PROPAGATION_S_PER_KM * self.lengths_km.get(edge, 0.0) + self.hop_processing_s
+        return (least_hop_delay_s(self.lengths_km.get(edge, 0.0), self.hop_processing_s)
                 + (sum(added.values()) if added else 0.0))
 
     def _mastered(self, route: tuple[str, ...], i: int, km: str) -> list[Edge]:

@@ -16,21 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nodes.network import (
-    PROPAGATION_S_PER_KM,
-    NoLookahead,
-    Plan,
-    edge_key,
-    km_graph,
-    plan_partitions,
-)
+from nodes.network import NoLookahead, Plan, edge_key, km_graph, least_hop_delay_s, plan_partitions
 from nodes.run.scenario import MailTraffic, Scenario, ScenarioError, load_scenario
 
 
 def hop_delays(scenario: Scenario) -> dict[tuple[str, str], float]:
     """Each link's least hop delay: propagation over its length plus a KM's processing."""
     return {edge_key(link.a, link.b):
-            PROPAGATION_S_PER_KM * (link.length_km or 0.0) + scenario.hop_processing_s
+            least_hop_delay_s(link.length_km or 0.0, scenario.hop_processing_s)
             for link in scenario.links}
 
 
