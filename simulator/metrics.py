@@ -6,8 +6,9 @@ the summary and the expectations read only these rows, so whatever a figure show
 checked against the CSV. The names of the kinds, metrics and data keys a run records are a
 matter for whoever records them (qkdsim's are listed in ``nodes/run/expect.py``).
 
-Exports are byte-identical for identical inputs: rows keep insertion order, event data is
-sorted by key, floats are written as `repr(round(x, 6))`, JSON keys are sorted.
+Exports are byte-identical for identical inputs: rows keep insertion order but for the rows of
+one instant, listed in the order of their text (decision 70); event data is sorted by key,
+floats are written as `repr(round(x, 6))`, JSON keys are sorted.
 
 A recorder can stream (:meth:`Recorder.stream_to`): every row goes to its file as it is recorded,
 through a buffer flushed at least every second of wall time (`simulator.records`), so a run that
@@ -27,6 +28,7 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 from simulator.records import (
@@ -203,7 +205,7 @@ class Recorder:
         self._last_t_s = max(self._last_t_s, event.t_s)
         if self._sink is not None:
             self._tallied(kind).add(event)
-            self._sink.event(event_json(event) + "\n")
+            self._sink.event(format_float(event.t_s), event_json(event) + "\n")
             for listener in self.listeners:
                 listener(event)
             return
@@ -323,17 +325,17 @@ class Recorder:
         with Path(path).open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(CSV_HEADER)
-            keys = self._keys
-            for t_s, value, k in zip(self._t, self._v, self._k):
-                node, metric = keys[k]
-                writer.writerow((format_float(t_s), node, metric, format_float(value)))
+            keys, rows = self._keys, zip(self._t, self._v, self._k)
+            texts = ((format_float(t_s), *keys[k], format_float(value)) for t_s, value, k in rows)
+            for _, instant in groupby(texts, key=lambda row: row[0]):  # as a Sink does: decision 70
+                writer.writerows(sorted(instant))
 
     def write_jsonl(self, path: Path | str) -> None:
         """Write one JSON object per event: {"data", "kind", "node", "t_s"}, keys sorted."""
         assert self._files is None, "a streaming recorder writes its files as it goes"
         with Path(path).open("w", encoding="utf-8") as out:
-            for event in self._events:
-                out.write(event_json(event) + "\n")
+            for _, instant in groupby(self._events, key=lambda e: format_float(e.t_s)):
+                out.writelines(sorted(event_json(event) + "\n" for event in instant))
 
 
 def _event(t_s: object, kind: str, node: str, data: object) -> Event:

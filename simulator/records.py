@@ -56,7 +56,13 @@ class Tally:
 
 class Sink:
     """The two files of a streaming recorder, flushed at least every ``every_s`` wall seconds
-    (when a row comes; :meth:`flush` covers the quiet stretches)."""
+    (when a row comes; :meth:`flush` covers the quiet stretches).
+
+    The rows of one instant (a time as written, to the microsecond) go to the files in the
+    order of their text, once time has moved
+    past it (decision 70): what happens at the same simulated time is listed the same way
+    whatever order the actors that recorded it ran in, so a run split into regions merges
+    into the same bytes. A killed run loses at most the instant it was in."""
 
     def __init__(self, out_dir: Path, every_s: float) -> None:
         self.csv = (out_dir / SAMPLES_FILE).open("w", encoding="utf-8", newline="")
@@ -65,25 +71,49 @@ class Sink:
         self.rows.writerow(CSV_HEADER)
         self.every_s = every_s
         self.flushed = time.monotonic()
+        self._instant: str | None = None  # the time of the rows held, as written
+        self._samples: list[tuple[str, str, str, str]] = []
+        self._events: list[str] = []
 
     def sample(self, row: tuple[str, str, str, str]) -> None:
-        self.rows.writerow(row)
+        if row[0] != self._instant:  # an instant is a time as written
+            self._next_instant(row[0])
+        self._samples.append(row)
         self._maybe_flush()
 
-    def event(self, line: str) -> None:
-        self.jsonl.write(line)
+    def event(self, instant: str, line: str) -> None:
+        if instant != self._instant:
+            self._next_instant(instant)
+        self._events.append(line)
         self._maybe_flush()
+
+    def _next_instant(self, instant: str | None) -> None:
+        if self._samples:
+            self._samples.sort()
+            self.rows.writerows(self._samples)
+            self._samples.clear()
+        if self._events:
+            self._events.sort()
+            self.jsonl.writelines(self._events)
+            self._events.clear()
+        self._instant = instant
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self.flushed >= self.every_s:
-            self.flush()
+            self.flush(instant_too=False)  # the current instant may still grow
 
-    def flush(self) -> None:
+    def flush(self, instant_too: bool = True) -> None:
+        """Hand the rows to the files: every finished instant, and with ``instant_too`` the
+        current one (a served run's quiet second, a reader's question; a virtual run's rows
+        after it, at the same instant, then follow it in their own order)."""
+        if instant_too:
+            self._next_instant(self._instant)
         for out in (self.csv, self.jsonl):
             out.flush()
         self.flushed = time.monotonic()
 
     def close(self) -> None:
+        self._next_instant(None)
         for out in (self.csv, self.jsonl):
             out.close()
 

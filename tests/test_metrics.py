@@ -122,8 +122,8 @@ def test_csv_has_the_header_and_rounded_rows(tmp_path: Path) -> None:
         "t_s,node,metric,value",
         "0.0,LKM_A/SAE_BOB_001,pool_keys,1000.0",
         "0.3,LKM_A/SAE_BOB_001,pool_keys,999.0",
+        "600.0,KM1-KM2,link_buffer_bits,0.0",  # one instant's rows: in text order
         "600.0,LKM_A/SAE_BOB_001,pool_keys,0.0",
-        "600.0,KM1-KM2,link_buffer_bits,0.0",
     ]
 
 

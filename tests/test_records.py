@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from itertools import groupby
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +23,7 @@ import yaml
 from nodes.run import load_scenario
 from nodes.run.builder import Network
 from simulator import Simulation
-from simulator.metrics import Recorder, Sample, event_json
+from simulator.metrics import Recorder, Sample, event_json, format_float
 from tests.test_metrics import fed_recorder
 from tests.test_serve import free_port
 
@@ -106,9 +107,13 @@ def test_a_recorder_opened_on_a_runs_files_answers_as_the_run_did(tmp_path: Path
     streaming.close()
     opened = Recorder.from_files(tmp_path, "delivery", "failure")
     # what the files hold: each float rounded to 6 decimals
+    # and the rows of one instant in the order of their text (decision 70)
     samples = [Sample(round(s.t_s, 6), s.node, s.metric, round(s.value, 6))
-               for s in fed_recorder().samples]
-    events = [json.loads(event_json(e)) for e in fed_recorder().events if e.kind != "delivery"]
+               for _, instant in groupby(fed_recorder().samples, key=lambda s: format_float(s.t_s))
+               for s in sorted(instant, key=lambda s: (s.node, s.metric, format_float(s.value)))]
+    events = [json.loads(line) for _, instant in groupby(fed_recorder().events,
+                                                         key=lambda e: format_float(e.t_s))
+              for line in sorted(event_json(e) for e in instant if e.kind != "delivery")]
     for recorder in (streaming, opened):
         assert recorder.samples == samples
         assert [json.loads(event_json(e)) for e in recorder.events] == events
@@ -124,9 +129,9 @@ def test_rows_reach_the_file_within_a_second_of_wall_time(tmp_path: Path) -> Non
     recorder.stream_to(tmp_path)
     recorder.event(1.0, "sync", "LKM_A", outcome="ok")
     time.sleep(1.05)
-    recorder.event(2.0, "sync", "LKM_A", outcome="ok")  # a row after a second flushes both
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    recorder.event(2.0, "sync", "LKM_A", outcome="ok")  # a row after a second flushes the
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()  # instants before its own
+    assert len(lines) == 1
     recorder.event(3.0, "sync", "LKM_A", outcome="ok")
     recorder.flush()  # what a served run's one-second timer calls in a quiet stretch
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3
