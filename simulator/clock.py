@@ -37,6 +37,7 @@ from simulator.activity import CURRENT_LEASE, Activity, Stalled
 Callback = Callable[[], None]
 Progress = Callable[[float, float], None]  # (now_s, until_s)
 Check = Callable[[], "str | None"]  # a debug check: what is wrong, or None
+TimerKey = tuple[float, int, str, int]  # (when_s, priority, origin, origin's seq)
 
 
 class ClockError(RuntimeError):
@@ -135,6 +136,28 @@ class VirtualClock:
         heapq.heappush(self._heap, (entry.when_s, priority, origin, seq, entry))
         return entry
 
+    def reserve(self, delay_s: float, priority: int = 0) -> TimerKey:
+        """The key a timer set now for ``delay_s`` from now would get, counted as set: for a
+        message that will wait on another region's clock (:meth:`call_keyed` there)."""
+        if delay_s < 0:
+            raise ValueError(f"negative delay {delay_s}")
+        lease = CURRENT_LEASE.get()
+        origin = lease.origin() if lease is not None else self._firing
+        seq = self._seqs.get(origin, 0)
+        self._seqs[origin] = seq + 1
+        return (self._now_s + delay_s, priority, origin, seq)
+
+    def call_keyed(self, key: TimerKey, callback: Callback) -> Timer:
+        """A timer another region's clock reserved (:meth:`reserve`): it fires among this
+        clock's timers where the one clock of an undivided run would have fired it."""
+        when_s, priority, origin, seq = key
+        if when_s < self._now_s:
+            raise ClockError(f"a timer for t={when_s:g} s reached a clock at t={self._now_s:g} s "
+                             "(a message between regions took less than the lookahead)")
+        entry = _Entry(when_s, callback, origin)
+        heapq.heappush(self._heap, (when_s, priority, origin, seq, entry))
+        return entry
+
     def add_check(self, check: Check) -> None:
         """Before each step, ``check()`` must return None; else the run fails with ClockError."""
         self._checks.append(check)
@@ -183,6 +206,16 @@ class VirtualClock:
     async def run(self, until_s: float, progress: Progress | None = None) -> None:
         """Fire timers in order until ``until_s``, waiting for idleness before each; the clock
         then reads ``until_s`` (or stays where it is, if that is later)."""
+        await self._fire(until_s, False, progress)
+        self._now_s = max(self._now_s, until_s)
+
+    async def run_before(self, end_s: float) -> None:
+        """Fire the timers due before ``end_s`` (a partitioned run's window), and leave the
+        clock at the last one fired: a message from another region may still come for any
+        time from ``end_s`` on."""
+        await self._fire(end_s, True, None)
+
+    async def _fire(self, until_s: float, before: bool, progress: Progress | None) -> None:
         watchdog = _Watchdog(self)
         try:
             activity = self.activity
@@ -190,7 +223,7 @@ class VirtualClock:
                 if not activity.idle():
                     await activity.wait_idle()
                 nxt = self.next_time()
-                if nxt is None or nxt > until_s:
+                if nxt is None or nxt > until_s or (before and nxt == until_s):
                     break
                 self._run_checks()
                 self.step()
@@ -198,7 +231,6 @@ class VirtualClock:
                     progress(self._now_s, until_s)
         finally:
             watchdog.stop()
-        self._now_s = max(self._now_s, until_s)
 
     async def settle(self) -> None:
         await self.run(self._now_s)

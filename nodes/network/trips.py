@@ -42,7 +42,7 @@ from nodes.keynode import (
 )
 from nodes.network.link import Available, Spend, least_hop_delay_s
 from nodes.network.routing import Edge, edge_key
-from simulator import ActorRef, ActorStopped, Clock, Promise
+from simulator import ActorRef, ActorStopped, Clock, Promise, tell_later
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +314,7 @@ class Trips:
         self._send(beyond, self._hop_delay(here, beyond), trip)
 
     def _send(self, km: str, delay_s: float, trip: Trip) -> None:
-        target = self.kms[km]
-        self.clock.call_later(delay_s, lambda: target.tell(Arrive(trip)))
+        tell_later(self.clock, delay_s, self.kms[km], Arrive(trip))  # KM may be another region's
 
     def _hop_delay(self, a: str, b: str) -> float:
         """Propagation in the link's fibre and the sending KM's processing, plus any added

@@ -26,7 +26,7 @@ import aiohttp
 from nodes.keynode import GetKeys, GetKeysWithIds, QKDError
 from nodes.server import keys_body
 from nodes.traffic.trace import SIMULATED_HEADER
-from simulator import Actor, ActorRef, ActorStopped, Clock, Stream
+from simulator import Actor, ActorRef, ActorStopped, Clock, Stream, tell_later
 
 API = "/api/v1/keys"
 
@@ -220,8 +220,8 @@ class SimulatedSAE(Actor):
     def _post(self, to_sae: str, mail: MailArrived) -> None:
         """The mail reaches its receiver ``mail_delay_s`` later (at once when 0)."""
         peer = self.peers[to_sae]
-        if self.mail_delay_s > 0:
-            self.clock.call_later(self.mail_delay_s, lambda: peer.tell(mail))
+        if self.mail_delay_s > 0:  # the receiver may be in another region of the run
+            tell_later(self.clock, self.mail_delay_s, peer, mail)
         else:
             peer.tell(mail)
 
