@@ -67,16 +67,34 @@ class KMNetwork:
                            lengths_km or {})
         self.set_latency = self.trips.set_latency
         self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
+        self._readings: dict[int, dict[Edge, int | None]] = {}  # round -> link -> bits held
+        self._rounds = 0  # link-state rounds read so far
+        self._shared: list[tuple[int, dict[Edge, int | None]]] = []  # read, not yet handed out
         self._published: dict[Edge, int | None] | None = None  # what key-seeing routes see
-        self._pending: dict[Edge, int | None] | None = None  # the last round's reading
 
     async def publish_link_state(self) -> None:
-        """One link-state round (decision 69): every link's buffer is read now, and key-seeing
-        policies route from here on on the previous round's reading (the first round's until
-        there is a second), as on reports a controller has collected."""
+        """One link-state round (decision 69): the links held here are read now, and key-seeing
+        policies route from here on on the previous round's reading of every link (the first
+        round's until there is a second), as on reports a controller has collected. In a
+        partitioned run each region reads its own links, and the engine hands each region's
+        reading to the others (:meth:`take_readings`, :meth:`add_reading`) before the next
+        round."""
+        round_no = self._rounds
+        self._rounds += 1
         reading = await self._available()
-        self._published = self._pending if self._pending is not None else reading
-        self._pending = reading
+        self._shared.append((round_no, reading))
+        self.add_reading(round_no, reading)
+        self._published = None
+        for old in [r for r in self._readings if r < round_no - 1]:
+            del self._readings[old]
+
+    def take_readings(self) -> list[tuple[int, dict[Edge, int | None]]]:
+        """The rounds read here since the last call, for the other regions."""
+        shared, self._shared = self._shared, []
+        return shared
+
+    def add_reading(self, round_no: int, reading: Mapping[Edge, int | None]) -> None:
+        self._readings.setdefault(round_no, {}).update(reading)
 
     async def arrive(self, km: str, down: bool, trip: object, promise: Promise | None) -> None:
         """A KM actor's handler for the relay messages reaching it."""
@@ -174,7 +192,17 @@ class KMNetwork:
 
     async def _link_state(self) -> dict[Edge, int | None]:
         """The published link state; without rounds (a network nobody publishes for), now."""
-        return self._published if self._published is not None else await self._available()
+        if self._rounds == 0:
+            return await self._available()
+        if self._published is None:
+            round_no = max(self._rounds - 2, 0)
+            reading = self._readings.get(round_no, {})
+            missing = self.graph.number_of_edges() - len(reading)
+            if missing:
+                raise RuntimeError(f"link-state round {round_no} lacks {missing} links' "
+                                   "readings: a region's reading did not arrive in time")
+            self._published = dict(sorted(reading.items()))
+        return self._published
 
     async def _why_not(self, src: str, dst: str, bad_nodes: set[str]) -> str:
         """No usable path under a key-seeing policy: "no_key" if links that are up connect the

@@ -18,14 +18,13 @@ import math
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Mapping, Sequence, cast
 
 import aiohttp
 
 from nodes.keynode import (
     AddRemote,
     Audit,
-    Directory,
     ListPools,
     NodeConfig,
     Register,
@@ -42,7 +41,6 @@ from nodes.network import (
     KeyManager,
     KMNetwork,
     Level,
-    LinkSpec,
     QKDLink,
     SetLatency,
     edge_key,
@@ -52,9 +50,20 @@ from nodes.run.capacity import slice_pairs, slice_size
 from nodes.run.control import OutageControl
 from nodes.run.expect import LINK_BUFFER_BITS, POOL_KEYS, POOLS_CHANGED
 from nodes.run.outages import schedule_outages
-from nodes.run.scenario import Link, MailTraffic, ReplayTraffic, Scenario, ScenarioError
+from nodes.run.scenario import ReplayTraffic, Scenario, ScenarioError
 from nodes.run.scenario import SenderQuota as ScenarioQuota
-from nodes.server import ServedNode, safe_file_stem
+from nodes.run.wiring import (
+    Holding,
+    Nobody,
+    Part,
+    clear_state,
+    directory_of,
+    flows_by_sender,
+    link_spec,
+    state_file,
+    unsupported,
+)
+from nodes.server import ServedNode
 from nodes.traffic import (
     DirectTransport,
     Flow,
@@ -69,68 +78,16 @@ from nodes.traffic import (
 )
 from simulator import ActorRef, Simulation
 
+__all__ = ["Network", "clear_state", "state_file", "unsupported"]
+
 SAMPLE_PRIORITY = 10  # pool samples come after everything else due at the same time
 WALL_SAMPLE_S = 5.0  # a served run's default sample interval, in wall seconds
-SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
-
-
-def state_file(state_dir: Path, lkm_id: str) -> Path:
-    """The SQLite file of LKM ``lkm_id`` in a run's ``state/`` folder."""
-    return state_dir / f"{safe_file_stem(lkm_id)}.db"
-
-
-def clear_state(scenario: Scenario, state_dir: Path) -> None:
-    """Remove what a run of ``scenario`` writes in ``state_dir`` (each LKM's SQLite file and
-    its journal), and nothing else found there."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for lkm in scenario.lkms:
-        db = state_file(state_dir, lkm.id)
-        for suffix in SQLITE_SIDE_FILES:
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-
-
-def unsupported(scenario: Scenario) -> list[str]:
-    """What a valid scenario still needs from outside that is missing, as "path: message"
-    lines (what an outage may target is checked with the scenario itself)."""
-    return [f"traffic.{i}.replay: no such trace file '{flow.replay}'"
-            for i, flow in enumerate(scenario.traffic)
-            if isinstance(flow, ReplayTraffic) and not Path(flow.replay).is_file()]
-
-
-def directory_of(scenario: Scenario) -> Directory:
-    return Directory(sae_home={s.id: s.lkm for s in scenario.saes},
-                     lkm_km={lkm.id: lkm.km for lkm in scenario.lkms},
-                     sae_email={s.id: s.email for s in scenario.saes})
-
-
-def rate_steps(link: Link) -> list[tuple[float, float]]:
-    if link.kind == "curve":
-        assert link.rate_curve is not None
-        return [(point.at_s, point.rate_bps) for point in link.rate_curve]
-    return [(0.0, link.rate_bps_at(0.0))]
-
-
-def link_spec(link: Link) -> LinkSpec:
-    model = link.physical()
-    return LinkSpec(link.id, rate_steps(link), link.buffer_bits, link.initial_bits,
-                    link.warmup_s or 0.0, link.block_bits, link.auth_block_bits,
-                    link.auth_relay_bits, model, link.length_km or 0.0,
-                    link.kind if link.preset is None else f"decoy_bb84:{link.preset}")
-
-
-def flows_by_sender(scenario: Scenario) -> dict[str, list[Flow]]:
-    flows: dict[str, list[Flow]] = {}
-    for flow in scenario.traffic:
-        if isinstance(flow, MailTraffic):
-            flows.setdefault(flow.from_sae, []).append(
-                Flow(flow.to_sae, flow.mails_per_hour, flow.mail_bytes))
-    return flows
 
 
 class Network:
     def __init__(self, scenario: Scenario, sim: Simulation, state_dir: Path,
                  trace: TraceWriter | None = None, serving: bool = False,
-                 tls: Mapping[str, TlsFiles] | None = None) -> None:
+                 tls: Mapping[str, TlsFiles] | None = None, part: Part | None = None) -> None:
         errors = unsupported(scenario)
         if errors:
             raise ScenarioError(errors)
@@ -140,6 +97,8 @@ class Network:
         self.serving = serving
         self.tls = dict(tls or {})  # LKM -> its certificate, when served over mutual TLS
         self.state_dir = state_dir
+        self.part = part  # a region of a partitioned run; None: the whole network
+        self.holds = Holding.of(scenario, part)
         self.audit = MailAudit()
         self.directory = directory_of(scenario)
         self.kms: dict[str, ActorRef[Any]] = {}
@@ -160,26 +119,50 @@ class Network:
         self._levels: dict[str, dict[str, int]] = {}  # LKM -> pool -> the level last written
         self._written: dict[str, set[str]] = {}  # LKM -> the pools written at _pass_s
         self._pass_s = -1.0
+        self.shared_fired = 0  # timers of the whole network fired (samples, link-state rounds)
 
     async def start(self) -> None:
+        await self.start_links()
+        await self.start_users()
+
+    async def start_links(self) -> None:
+        """KMs and links, and the first link-state round (a partitioned run's regions then
+        exchange their readings before anyone routes)."""
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         await self._start_fabric()
         if self.scenario.routing != "fewest_hops":  # key-seeing routes need link-state rounds
             await self.km_network.publish_link_state()
             self._schedule(self.scenario.routing_update_s, self.km_network.publish_link_state, 0)
-        for lkm in self.scenario.lkms:
-            await self._start_lkm(lkm.id)
-        for sae in self.scenario.saes:
-            await self._register(sae.id, sae.email, sae.lkm)
+
+    async def start_users(self) -> None:
+        """LKMs, their users and slices, the traffic, the outages and the samples."""
+        holds, scenario = self.holds, self.scenario
+        for lkm_id in holds.lkms:
+            await self._start_lkm(lkm_id)
+        for sae in scenario.saes:
+            if sae.id in holds.saes:
+                await self._register(sae.id, sae.email, sae.lkm)
+            else:  # another region's: mail to it is a letter
+                self.saes[sae.id] = self._remote(sae.id)
         await self._open_slices()
-        flows = flows_by_sender(self.scenario)
-        for sae in self.scenario.saes:
-            await self._spawn_sae(sae.id, sae.lkm, flows.get(sae.id, ()))
-        for flow in self.scenario.traffic:
+        flows = flows_by_sender(scenario)
+        for sae in scenario.saes:
+            if sae.id in holds.saes:
+                await self._spawn_sae(sae.id, sae.lkm, flows.get(sae.id, ()))
+        for flow in scenario.traffic:
             if isinstance(flow, ReplayTraffic):
                 await self._start_replay(Path(flow.replay))
-        schedule_outages(self.sim, self, self.scenario.outages, self.scenario.target_kind)
+        schedule_outages(self.sim, self, scenario.outages, scenario.target_kind,
+                         lambda node: holds.owns(scenario, node, self._first))
         self._schedule(self.sample_interval_s, self.sample_pools, SAMPLE_PRIORITY, 0.0)
+
+    @property
+    def _first(self) -> bool:
+        return self.part is None or self.part.index == 0
+
+    def _remote(self, name: str) -> ActorRef[Any]:
+        assert self.part is not None
+        return cast(ActorRef[Any], self.part.outbox.ref(name))
 
     def node_config(self, lkm_id: str) -> NodeConfig:
         settings = self.scenario.lkm_settings(lkm_id)
@@ -206,11 +189,14 @@ class Network:
 
     async def _start_fabric(self) -> None:
         for km in self.scenario.kms:
+            if km.id not in self.holds.kms:
+                self.kms[km.id] = self._remote(km.id)
+                continue
             manager = KeyManager(km.id, km.key_rate_bps, self.sim.clock,
                                  self.sim.derived_rng(f"km:{km.id}"), self.sim.record,
                                  self.km_network.arrive)
             self.kms[km.id] = await self.sim.spawn(manager)
-        for link in self.scenario.links:
+        for link in self.holds.links:
             qkd_link = QKDLink(link_spec(link), self.sim.clock, self.sim.record)
             self.links[edge_key(link.a, link.b)] = await self.sim.spawn(qkd_link)
 
@@ -246,6 +232,8 @@ class Network:
             wanted.setdefault(here, set()).add(receiver)
         fills = []
         for lkm_id, receivers in sorted(wanted.items()):
+            if lkm_id not in self.lkm_refs:  # another region's
+                continue
             ref = self.lkm_refs[lkm_id]
             for sae in sorted(receivers):
                 size = slice_size(self.scenario.lkm_settings(lkm_id).slice_size,
@@ -287,17 +275,17 @@ class Network:
     # -- what outages act on (nodes.run.outages.Fabric) -------------------------------------
 
     def km(self, km_id: str) -> ActorRef[Any]:
-        return self.kms[km_id]
+        return self.kms[km_id] if km_id in self.holds.kms else cast(ActorRef[Any], Nobody())
 
     def link(self, edge: Edge) -> ActorRef[Any]:
-        return self.links[edge]
+        return self.links.get(edge) or cast(ActorRef[Any], Nobody())
 
     def set_latency(self, edge: Edge, delay_s: float, cause: str = "") -> None:
-        self.links[edge].tell(SetLatency(delay_s, cause))  # what the link reports
-        self.km_network.set_latency(edge, delay_s, cause)  # what relays take
+        self.link(edge).tell(SetLatency(delay_s, cause))  # what the link reports
+        self.km_network.set_latency(edge, delay_s, cause)  # what relays take, at either end
 
     def edges(self) -> list[Edge]:
-        return sorted(self.links)
+        return sorted({edge_key(ln.a, ln.b) for ln in self.scenario.links})
 
     def crash(self, lkm_id: str, cause: str = "") -> None:
         """The LKM process dies: its site and actor (with all in-memory state) are gone; its
@@ -305,7 +293,7 @@ class Network:
         of the same LKM changes nothing until the last one ends."""
         holding = self._crash_causes.setdefault(lkm_id, set())
         holding.add(cause)
-        if len(holding) > 1:
+        if len(holding) > 1 or lkm_id not in self.holds.lkms:
             return
         node = self.nodes[lkm_id]
         self.lkm_refs.pop(lkm_id, None)
@@ -316,7 +304,7 @@ class Network:
         """A new process on the same database and port, once no crash holds the LKM down."""
         holding = self._crash_causes.get(lkm_id, set())
         holding.discard(cause)
-        if holding:
+        if holding or lkm_id not in self.holds.lkms:
             return
         self.sim.start_task(self._start_lkm(lkm_id, self._ports[lkm_id]))
 
@@ -334,6 +322,7 @@ class Network:
     def _schedule(self, every_s: float, work: Callable[[], Coroutine[Any, Any, None]],
                   priority: int, first_s: float | None = None) -> None:
         def fire() -> None:
+            self.shared_fired += 1  # every region of a partitioned run fires these
             self.sim.start_task(work())
             self.sim.clock.call_later(every_s, fire, priority)
 
@@ -349,7 +338,7 @@ class Network:
         fresh = self._pass_s != now  # else a closing pass right after a regular one
         if fresh:
             self._pass_s, self._written = now, {}
-        for link in self.scenario.links if fresh or not closing else ():
+        for link in self.holds.links if fresh or not closing else ():
             level = await self.links[edge_key(link.a, link.b)].ask(Level())
             self.sim.sample(link.id, LINK_BUFFER_BITS, round(level))
         for lkm_id, node in self.nodes.items():
@@ -373,7 +362,7 @@ class Network:
     async def link_accounts(self) -> list[dict[str, Any]]:
         """Every link's books (:meth:`nodes.network.QKDLink.account`), in scenario order."""
         return [await self.links[edge_key(link.a, link.b)].ask(GetAccount())
-                for link in self.scenario.links]
+                for link in self.holds.links]
 
     async def audit_counts(self) -> dict[str, int]:
         """The SAEs' audit plus the stores' own: key material stored twice counts as reuse."""

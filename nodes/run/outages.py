@@ -138,24 +138,29 @@ def outage_node(outage: Outage) -> str:
 
 
 def schedule_outages(sim: Simulation, fabric: Fabric, outages: Sequence[Outage],
-                     target_kind: Callable[[str], str | None]) -> None:
-    """Schedule every outage's start (and end, when it has a ``for``) on the clock."""
+                     target_kind: Callable[[str], str | None],
+                     owns: Callable[[str], bool] = lambda node: True) -> None:
+    """Schedule every outage's start (and end, when it has a ``for``) on the clock. In a
+    region of a partitioned run every outage fires (latency is every region's to know) and
+    acts on what the region holds; only the region that ``owns`` its node records it."""
     for index, outage in enumerate(outages):
         effect = OUTAGES[(outage.kind, target_kind(outage.target) if outage.target else None)]
         cause = f"outages.{index}"
+        record = owns(outage_node(outage))
         sim.clock.call_later(outage.at_s - sim.clock.now(),
-                             _edge(sim, fabric, outage, effect, True, cause))
+                             _edge(sim, fabric, outage, effect, True, cause, record))
         if outage.for_s is not None:
             end_s = outage.at_s + outage.for_s
             sim.clock.call_later(end_s - sim.clock.now(),
-                                 _edge(sim, fabric, outage, effect, False, cause))
+                                 _edge(sim, fabric, outage, effect, False, cause, record))
 
 
 def _edge(sim: Simulation, fabric: Fabric, outage: Outage, effect: Effect,
-          starting: bool, cause: str) -> Callable[[], None]:
+          starting: bool, cause: str, record: bool) -> Callable[[], None]:
     def fire() -> None:
-        sim.record("outage", outage_node(outage), phase="start" if starting else "end",
-                   outage=outage.kind)
+        if record:
+            sim.record("outage", outage_node(outage), phase="start" if starting else "end",
+                       outage=outage.kind)
         effect(fabric, outage, starting, cause)
 
     return fire
