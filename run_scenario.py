@@ -2,6 +2,8 @@
 """qkdsim command line: load, build, run, report. The logic lives in simulator/ and nodes/.
 
   run_scenario.py SCENARIO.yaml [--out DIR] [--seed N] [--until DURATION]   run a scenario
+  run_scenario.py SCENARIO.yaml --partitions N [--engine local|ray] [--address ADDR]
+                                             ...split into N regions (the same files)
   run_scenario.py SCENARIO.yaml --serve [--record trace.jsonl]   serve it in wall time
   run_scenario.py SCENARIO.yaml --serve --dashboard [HOST:]PORT   ...with a live dashboard
   run_scenario.py --serve                    serve one LKM configured by the seed's env variables
@@ -30,38 +32,9 @@ EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE = 0, 1, 2
 
 
 def pki_main(argv: list[str]) -> int:
-    import shlex
+    from nodes.server import pki_command
 
-    from nodes.server import curl_example, register_example, write_pki
-
-    parser = argparse.ArgumentParser(prog="run_scenario.py pki",
-                                     description="Write a CA, node and SAE certificates.")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the PEM files")
-    parser.add_argument("--sae", action="append", required=True, help="an SAE ID (repeatable)")
-    parser.add_argument("--node", action="append", help="a node ID (default: kme)")
-    parser.add_argument("--host", action="append", help="server names (default: localhost, 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8010)
-    args = parser.parse_args(argv)
-    nodes = args.node or ["kme"]
-    files = write_pki(args.out, nodes, args.sae, tuple(args.host or ("localhost", "127.0.0.1")))
-    node_cert, node_key = files.nodes[nodes[0]]
-    print(f"wrote CA, {len(files.nodes)} node and {len(files.saes)} SAE certificates to {args.out}")
-    url = f"https://127.0.0.1:{args.port}"
-    db = (args.out / f"{nodes[0]}.db").absolute()
-    print("serve a node with mutual TLS (a fresh database each time):")
-    print(f"  rm -f {shlex.quote(str(db))}*; USE_HTTPS=true "
-          f"CA_FILE={shlex.quote(str(files.ca_cert.absolute()))} "
-          f"KME_CERT={shlex.quote(str(node_cert.absolute()))} "
-          f"KME_KEY={shlex.quote(str(node_key.absolute()))} PORT={args.port} "
-          f"USER_KEY_POOL_DB={shlex.quote(str(db))} {shlex.quote(sys.executable)} "
-          f"{shlex.quote(str(Path(__file__).resolve()))} --serve")
-    print("then, in another terminal, each SAE registers itself with its own certificate:")
-    for sae in args.sae:
-        print("  " + register_example(files, sae, url))
-    slave = args.sae[1] if len(args.sae) > 1 else args.sae[0]
-    print("and the first SAE reads its key status towards the second:")
-    print("  " + curl_example(files, args.sae[0], slave, url))
-    return EXIT_OK
+    return pki_command(argv, str(Path(__file__).resolve()))
 
 
 def configure_logging() -> bool:
@@ -257,8 +230,18 @@ def run_main(args: argparse.Namespace) -> int:
                                                        args.dashboard))
         elif args.serve:
             outcome = asyncio.run(serve(scenario, out_dir, args.record, announce))
+        elif args.partitions is not None:
+            from nodes.parallel import run_partitioned
+            outcome = asyncio.run(run_partitioned(scenario, out_dir, args.partitions, args.engine,
+                                                  args.address, progress=progress))
         else:
             outcome = asyncio.run(run(scenario, out_dir, progress))
+    except RuntimeError as error:  # a partitioned run's region failed, or Ray did not start
+        if type(error).__name__ not in ("RegionFailed", "EngineError"):
+            raise
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_EXPECTATION
     except ScenarioError as error:
         progress.close()
         print(f"cannot run {args.scenario}:", file=sys.stderr)
@@ -370,7 +353,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard", metavar="[HOST:]PORT",
                         help="with --serve: a live dashboard with fault injection on this port "
                              "(loopback unless a host is given; then it needs the printed token)")
+    parser.add_argument("--partitions", type=positive_int, metavar="N",
+                        help="split the network into N regions run side by side (the same "
+                             "files as one process)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="with --partitions: regions in this process, or in Ray actors")
+    parser.add_argument("--address", help="with --engine ray: a running cluster (default: a "
+                                           "local Ray instance for the run)")
     args = parser.parse_args(argv)
+    for wrong, message in ((args.partitions is not None and args.serve,
+                            "--partitions goes with a virtual run, not --serve"),
+                           ((args.engine != "local" or args.address) and not args.partitions,
+                            "--engine and --address go with --partitions"),
+                           (args.address and args.engine != "ray",
+                            "--address goes with --engine ray")):
+        if wrong:
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_USAGE
     if args.dashboard is not None and args.scenario is None:
         print("error: --dashboard serves a scenario: give a scenario file", file=sys.stderr)
         return EXIT_USAGE

@@ -15,7 +15,8 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "nodes.run": ("simulator", "nodes.keynode", "nodes.network", "nodes.server",
                   "nodes.traffic"),
     "nodes.sweep": ("simulator", "nodes.run"),
+    "nodes.parallel": ("simulator", "nodes.run"),
     "nodes.testing": ("simulator", "nodes.keynode", "nodes.server", "nodes.run"),
     "nodes.dashboard": ("simulator", "nodes.keynode", "nodes.run"),
-    "run_scenario": ("nodes.dashboard", "nodes.sweep", "nodes.run", "nodes.server", "nodes.keynode", "simulator"),
+    "run_scenario": ("nodes.dashboard", "nodes.sweep", "nodes.parallel", "nodes.run", "nodes.server", "nodes.keynode", "simulator"),
 }

@@ -20,7 +20,7 @@ LIBRARIES = {
     "aiosqlite": ("nodes/keynode/store/",),
     "matplotlib": ("nodes/run/report.py", "nodes/run/linkplots.py", "nodes/run/poolplots.py",
                    "nodes/sweep/outputs.py"),
-    "ray": ("nodes/sweep/engines.py",),
+    "ray": ("nodes/sweep/engines.py", "nodes/parallel/on_ray.py"),
     "aiohttp": ("nodes/server/", "nodes/traffic/", "nodes/run/builder.py", "nodes/dashboard/"),
     "networkx": ("nodes/network/",),
 }

@@ -17,10 +17,12 @@ from nodes.server.pki import (
                               server_ssl_context,
                               write_pki,
 )
+from nodes.server.pki_command import pki_command
 from nodes.server.replies import keys_body
 from nodes.server.serve import ServedNode, ServerTimeouts, serve_forever
 
 __all__ = [
+    "pki_command",
     "admin_notice", "NodeLog", "NodeMetrics", "PkiFiles", "ServedNode", "ServerTimeouts", "caller_for_log",
     "caller_of", "client_ssl_context", "common_name_from_der", "create_app", "curl_example",
     "keys_body", "register_example", "safe_file_stem", "serve_forever", "server_ssl_context", "write_pki",
