@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """What a conservative partitioned run of a scenario would cost: a model fed by measurements.
 
-The partitioned engine (issue 19) is not built yet. This measures the three things that decide
-whether it can pay off, before it is built:
+Written before the partitioned engine existed (issue 19; ``bench/partitioned.py`` now runs it
+on this machine), it measures the three things that decide whether it can pay off on more
+machines than this one:
 
 1. **The run itself, in one process,** traced: every fired timer's time, origin (the actor
    whose work set it, decision 68) and wall cost (from its firing to the next one: its whole
