@@ -206,6 +206,7 @@ def unwritable(out_dir: Path) -> str | None:
 
 
 def run_main(args: argparse.Namespace) -> int:
+    from nodes.parallel import PartitionError, run_partitioned  # Ray only with --engine ray
     from nodes.run import ScenarioError, capacity_warnings, format_outcome, run, serve
 
     scenario = load(args.scenario, args.seed, args.until)
@@ -231,14 +232,11 @@ def run_main(args: argparse.Namespace) -> int:
         elif args.serve:
             outcome = asyncio.run(serve(scenario, out_dir, args.record, announce))
         elif args.partitions is not None:
-            from nodes.parallel import run_partitioned
             outcome = asyncio.run(run_partitioned(scenario, out_dir, args.partitions, args.engine,
                                                   args.address, progress=progress))
         else:
             outcome = asyncio.run(run(scenario, out_dir, progress))
-    except RuntimeError as error:  # a partitioned run's region failed, or Ray did not start
-        if type(error).__name__ not in ("RegionFailed", "EngineError"):
-            raise
+    except PartitionError as error:  # a region failed, or Ray did not start
         progress.close()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_EXPECTATION

@@ -128,34 +128,34 @@ class VirtualClock:
         return self.call_at(self._now_s + delay_s, callback, priority)
 
     def call_at(self, when_s: float, callback: Callback, priority: int = 0) -> Timer:
-        lease = CURRENT_LEASE.get()
-        origin = lease.origin() if lease is not None else self._firing
-        seq = self._seqs.get(origin, 0)
-        self._seqs[origin] = seq + 1
-        entry = _Entry(max(when_s, self._now_s), callback, origin)
-        heapq.heappush(self._heap, (entry.when_s, priority, origin, seq, entry))
-        return entry
+        return self._push(self._key(max(when_s, self._now_s), priority), callback)
 
     def reserve(self, delay_s: float, priority: int = 0) -> TimerKey:
         """The key a timer set now for ``delay_s`` from now would get, counted as set: for a
         message that will wait on another region's clock (:meth:`call_keyed` there)."""
         if delay_s < 0:
             raise ValueError(f"negative delay {delay_s}")
-        lease = CURRENT_LEASE.get()
-        origin = lease.origin() if lease is not None else self._firing
-        seq = self._seqs.get(origin, 0)
-        self._seqs[origin] = seq + 1
-        return (self._now_s + delay_s, priority, origin, seq)
+        return self._key(self._now_s + delay_s, priority)
 
     def call_keyed(self, key: TimerKey, callback: Callback) -> Timer:
         """A timer another region's clock reserved (:meth:`reserve`): it fires among this
         clock's timers where the one clock of an undivided run would have fired it."""
-        when_s, priority, origin, seq = key
-        if when_s < self._now_s:
-            raise ClockError(f"a timer for t={when_s:g} s reached a clock at t={self._now_s:g} s "
+        if key[0] < self._now_s:
+            raise ClockError(f"a timer for t={key[0]:g} s reached a clock at t={self._now_s:g} s "
                              "(a message between regions took less than the lookahead)")
-        entry = _Entry(when_s, callback, origin)
-        heapq.heappush(self._heap, (when_s, priority, origin, seq, entry))
+        return self._push(key, callback)
+
+    def _key(self, when_s: float, priority: int) -> TimerKey:
+        """Origin: the actor whose work runs now, else the chain of the timer fired last."""
+        lease = CURRENT_LEASE.get()
+        origin = lease.origin() if lease is not None else self._firing
+        seq = self._seqs.get(origin, 0)
+        self._seqs[origin] = seq + 1
+        return (when_s, priority, origin, seq)
+
+    def _push(self, key: TimerKey, callback: Callback) -> _Entry:
+        entry = _Entry(key[0], callback, key[2])
+        heapq.heappush(self._heap, (*key, entry))
         return entry
 
     def add_check(self, check: Check) -> None:

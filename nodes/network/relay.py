@@ -69,6 +69,8 @@ class KMNetwork:
         self._paths: dict[tuple[str, str, frozenset[Edge], frozenset[str]], list[str] | None] = {}
         self._readings: dict[int, dict[Edge, int | None]] = {}  # round -> link -> bits held
         self._rounds = 0  # link-state rounds read so far
+        #: a region of a partitioned run hands its readings out (take_readings); else none kept
+        self.sharing = False
         self._shared: list[tuple[int, dict[Edge, int | None]]] = []  # read, not yet handed out
         self._published: dict[Edge, int | None] | None = None  # what key-seeing routes see
 
@@ -82,7 +84,8 @@ class KMNetwork:
         round_no = self._rounds
         self._rounds += 1
         reading = await self._available()
-        self._shared.append((round_no, reading))
+        if self.sharing:
+            self._shared.append((round_no, reading))
         self.add_reading(round_no, reading)
         self._published = None
         for old in [r for r in self._readings if r < round_no - 1]:

@@ -6,8 +6,9 @@ from nodes.parallel.engine import (
     ENGINES,
     EngineError,
     EngineStats,
+    PartitionError,
     RegionFailed,
     run_partitioned,
 )
 
-__all__ = ["ENGINES", "EngineError", "EngineStats", "RegionFailed", "run_partitioned"]
+__all__ = ["ENGINES", "EngineError", "EngineStats", "PartitionError", "RegionFailed", "run_partitioned"]

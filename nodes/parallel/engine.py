@@ -23,6 +23,7 @@ and marked partial (``PARTIAL``, and ``"partial": true`` in ``summary.json``).
 from __future__ import annotations
 
 import asyncio
+import csv
 import heapq
 import json
 import math
@@ -59,11 +60,15 @@ ANSWER_S = 600.0  # wall seconds a region may take over one step before the run 
 ENGINES = ("local", "ray")
 
 
-class RegionFailed(RuntimeError):
+class PartitionError(RuntimeError):
+    """A partitioned run could not go on (its message says why)."""
+
+
+class RegionFailed(PartitionError):
     """A region failed, died or stopped answering: the run stops, its outputs are partial."""
 
 
-class EngineError(RuntimeError):
+class EngineError(PartitionError):
     """The engine could not start (Ray missing, or no cluster at the address)."""
 
 
@@ -112,9 +117,8 @@ async def run_partitioned(scenario: Scenario, out_dir: Path, partitions: int,
     owner = dict(region_of)
     km_of = {lkm.id: lkm.km for lkm in scenario.lkms}
     owner.update((sae.id, region_of[km_of[sae.lkm]]) for sae in scenario.saes)
-    driver = _Driver(plan.regions, owner, answer_s, stats or EngineStats())
     calls, stop = await _regions(engine, address, data, plan.regions, str(out_dir))
-    driver.calls = calls
+    driver = _Driver(plan.regions, calls, owner, answer_s, stats or EngineStats())
     try:
         return await driver.drive(scenario, out_dir, window_s, began, progress)
     finally:
@@ -122,13 +126,13 @@ async def run_partitioned(scenario: Scenario, out_dir: Path, partitions: int,
 
 
 class _Driver:
-    def __init__(self, regions: Sequence[Sequence[str]], owner: dict[str, int],
-                 answer_s: float, stats: EngineStats) -> None:
+    def __init__(self, regions: Sequence[Sequence[str]], calls: list[Call],
+                 owner: dict[str, int], answer_s: float, stats: EngineStats) -> None:
         self.regions = regions
+        self.calls = calls
         self.stats = stats
         self.owner = owner
         self.answer_s = answer_s
-        self.calls: list[Call] = []
         self.now_s = 0.0
 
     async def drive(self, scenario: Scenario, out_dir: Path, window_s: float, began: float,
@@ -277,8 +281,7 @@ def _lines(path: Path, header: bool) -> Iterator[str]:
 
 
 def _sample_key(line: str) -> tuple[float, tuple[str, ...]]:
-    import csv
-
+    """As a Sink sorts an instant's samples: by the row's fields (a node may need quoting)."""
     row = tuple(next(csv.reader([line])))
     return float(row[0]), row
 

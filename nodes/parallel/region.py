@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nodes.run import PER_REQUEST_KINDS, Network, Part, Scenario, parse_scenario
-from simulator import ActorRef, ClockError, Letter, Outbox, Simulation, Stalled, VirtualClock
+from simulator import (
+    ActorRef,
+    ClockError,
+    Letter,
+    Outbox,
+    RemoteRef,
+    Simulation,
+    Stalled,
+    VirtualClock,
+)
 
 Readings = list[tuple[int, dict[tuple[str, str], "int | None"]]]
 
@@ -63,6 +72,7 @@ class Region:
         self.network = Network(self.scenario, self.sim, Path(out_dir) / "state",
                                part=Part(index, frozenset(kms), self.outbox))
         self.error: str | None = None
+        self._refs: dict[str, ActorRef[Any]] = {}
 
     async def start_links(self) -> Exchange:
         await self.network.start_links()
@@ -71,6 +81,9 @@ class Region:
     async def start_users(self, readings: Readings) -> Exchange:
         self._add(readings)
         await self.network.start_users()
+        network = self.network  # who letters may be for: this region's KMs and users
+        self._refs = {name: ref for name, ref in {**network.kms, **network.saes}.items()
+                      if not isinstance(ref, RemoteRef)}
         return self._exchange()
 
     async def window(self, end_s: float, letters: list[Letter], readings: Readings) -> Exchange:
@@ -78,9 +91,8 @@ class Region:
         ``end_s``."""
         began = time.perf_counter()
         self._add(readings)
-        refs: dict[str, ActorRef[Any]] = {**self.network.kms, **self.network.saes}
         for letter in letters:
-            self.clock.call_keyed(letter.key, _delivery(refs[letter.to], letter.message))
+            self.clock.call_keyed(letter.key, _delivery(self._refs[letter.to], letter.message))
         try:
             await self.clock.run_before(end_s)
         except (Stalled, ClockError) as error:  # recorded, and the engine stops the run

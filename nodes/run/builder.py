@@ -110,6 +110,7 @@ class Network:
         self.km_network = KMNetwork(self.directory, graph, self.kms, self.links, self.lkm_refs,
                                     sim.record, sim.clock, key_bits, scenario.hop_processing_s,
                                     scenario.routing, lengths)
+        self.km_network.sharing = part is not None
         self.nodes: dict[str, ServedNode] = {}
         self._ports: dict[str, int] = {}
         self._crash_causes: dict[str, set[str]] = {}
